@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,6 +19,9 @@ def _isolated_outputs(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Test workloads are tiny: one intra-op thread avoids thread start-up and contention
+    # costs that make small-tensor loops many times slower than single-threaded.
+    torch.set_num_threads(1)
 
 
 def load_script(module: str):

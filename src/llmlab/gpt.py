@@ -1,15 +1,22 @@
 """The GPT-2 model (sprint 08).
 
 - `GPTConfig`: the model's shape as a dataclass that validates itself.
-- `MLP`, `Block`: GPT-2's pre-norm decoder block (no cross-attention).
+- `MLP`, `Block`: GPT-2's pre-norm decoder block (sprint 07's decoder block without
+  cross-attention).
 - `GPT`: token + positional embeddings, stacked blocks, final LayerNorm, LM head tied to
-  the token embedding, GPT-2 initialisation; `forward(idx, targets)` -> (logits, loss).
+  the token embedding, GPT-2 initialisation; `forward(idx, targets, kv_caches)` ->
+  (logits, loss).
+- Checkpoints: `GPT.save(dir)` / `GPT.load(dir)` (safetensors weights + config JSON).
+- Hugging Face: `GPT.from_hf(model_or_state_dict)`, `GPT.to_hf()`, `GPT.from_pretrained("gpt2")`.
 """
 
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.attention import CausalSelfAttention, KVCache
+from llmlab.checkpoint import load_model_dir, read_config, save_model_dir
 from llmlab.errors import LLMLabError
+from llmlab.positional import sinusoidal_table
 
 
 @dataclass
@@ -36,8 +45,14 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if int(getattr(self, name)) <= 0:
-                raise LLMLabError(f"GPTConfig.{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            try:  # accept NumPy / 0-d tensor integers, store a plain int (JSON-safe)
+                number = operator.index(value)
+            except TypeError:
+                number = None
+            if number is None or isinstance(value, bool) or number <= 0:
+                raise LLMLabError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            setattr(self, name, number)
         if self.n_embd % self.n_head != 0:
             raise LLMLabError(
                 f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
@@ -45,6 +60,8 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise LLMLabError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not self.layer_norm_eps > 0:
+            raise LLMLabError(f"GPTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
         if self.pos_encoding not in ("learned", "sinusoidal"):
             raise LLMLabError(
                 f"GPTConfig.pos_encoding must be 'learned' or 'sinusoidal', got {self.pos_encoding!r}"
@@ -58,7 +75,9 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise LLMLabError(f"unknown GPTConfig fields {sorted(unknown)}: is this a GPT checkpoint?")
+            raise LLMLabError(
+                f"unknown GPTConfig fields {sorted(unknown)}: is this a GPT checkpoint?"
+            )
         return cls(**data)
 
 
@@ -88,16 +107,6 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), kv_cache)
         return x + self.mlp(self.ln_2(x))
-
-
-def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The fixed (length, dim) sinusoidal table of "Attention Is All You Need"."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(position * div)
-    table[:, 1::2] = torch.cos(position * div[: dim // 2])
-    return table
 
 
 class GPT(nn.Module):
@@ -144,11 +153,13 @@ class GPT(nn.Module):
     def check_input(self, idx: torch.Tensor, past: int = 0) -> None:
         """Raise a clear error for a too-long sequence or token ids outside the vocabulary."""
         if idx.dim() != 2:
-            raise LLMLabError(f"GPT expects token ids of shape (batch, time), got {tuple(idx.shape)}")
-        T = idx.shape[1] + past
-        if T > self.config.block_size:
             raise LLMLabError(
-                f"sequence of {T} tokens is longer than the model's context "
+                f"GPT expects token ids of shape (batch, time), got {tuple(idx.shape)}"
+            )
+        total = idx.shape[1] + past
+        if total > self.config.block_size:
+            raise LLMLabError(
+                f"sequence of {total} tokens is longer than the model's context "
                 f"(block_size={self.config.block_size}): crop the input"
             )
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
@@ -181,3 +192,173 @@ class GPT(nn.Module):
                 logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
             )
         return logits, loss
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def save(self, directory: Path | str, training_state: dict[str, Any] | None = None) -> Path:
+        """Write `model.safetensors` + `config.json` (+ `training.pt`) atomically into `directory`."""
+        return save_model_dir(directory, self, self.config.to_dict(), training_state)
+
+    @classmethod
+    def load_with_state(
+        cls, directory: Path | str, map_location: str | torch.device = "cpu"
+    ) -> tuple[GPT, dict[str, Any] | None]:
+        """Rebuild a model from `config.json`, load its weights; also return `training.pt`."""
+        data = read_config(directory)
+        try:
+            config = GPTConfig.from_dict(data)
+        except TypeError as exc:
+            raise LLMLabError(f"{directory}/config.json is not a GPT config ({exc})") from None
+        model = cls(config)
+        training_state = load_model_dir(directory, model, map_location)
+        return model.to(map_location), training_state
+
+    @classmethod
+    def load(cls, directory: Path | str, map_location: str | torch.device = "cpu") -> GPT:
+        """Rebuild a model saved with `save` (the config decides the shape)."""
+        return cls.load_with_state(directory, map_location)[0]
+
+    # --- Hugging Face GPT-2 -----------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, hf: nn.Module | Mapping[str, torch.Tensor], n_head: int | None = None) -> GPT:
+        """Copy a Hugging Face `GPT2LMHeadModel` (or its state dict) into a new `GPT`.
+
+        A state dict does not say how many heads the model has: pass `n_head` then.
+        """
+        if isinstance(hf, nn.Module):
+            config = _config_from_hf(hf.config)
+            state = hf.state_dict()
+        else:
+            state = dict(hf)
+            if n_head is None:
+                raise LLMLabError(
+                    "from_hf(state_dict) needs n_head: a state dict does not store it"
+                )
+            config = _config_from_hf_state(state, n_head)
+        model = cls(config)
+        converted = _hf_to_ours(state)
+        try:
+            model.load_state_dict(converted, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:160]
+            raise LLMLabError(f"Hugging Face weights do not fit GPT({config}): {first}") from None
+        return model.to(next(iter(state.values())).device)
+
+    def to_hf(self) -> nn.Module:
+        """A Hugging Face `GPT2LMHeadModel` with this model's weights (the inverse of `from_hf`)."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        c = self.config
+        if c.pos_encoding != "learned" or not c.bias:
+            raise LLMLabError(
+                "only GPT-2-shaped models convert to Hugging Face: "
+                "pos_encoding='learned' and bias=True"
+            )
+        eot = 50256 if c.vocab_size > 50256 else None  # GPT-2's <|endoftext|>, if it exists
+        hf_config = GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.block_size,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            n_inner=None,  # 4 * n_embd, as our MLP
+            activation_function="gelu_new",  # tanh-approximated GELU, as our MLP
+            resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout,
+            attn_pdrop=c.dropout,
+            layer_norm_epsilon=c.layer_norm_eps,
+            bos_token_id=eot,
+            eos_token_id=eot,
+        )
+        hf = GPT2LMHeadModel(hf_config)
+        missing, unexpected = hf.load_state_dict(_ours_to_hf(self.state_dict()), strict=False)
+        missing = [k for k in missing if not k.endswith(_HF_BUFFERS)]
+        if missing or unexpected:
+            raise LLMLabError(f"to_hf: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return hf.to(self.wte.weight.device).train(self.training)
+
+    @classmethod
+    def from_pretrained(cls, model_type: str = "gpt2") -> GPT:
+        """Download OpenAI's GPT-2 weights from the Hugging Face hub (needs the network or
+        a filled HF cache) and convert them: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"."""
+        from transformers import GPT2LMHeadModel
+
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(model_type)
+        except OSError as exc:
+            raise LLMLabError(
+                f"cannot load {model_type!r} from the Hugging Face hub ({str(exc)[:100]}): "
+                "check the name and your network, or use a local checkpoint"
+            ) from None
+        return cls.from_hf(hf)
+
+
+# GPT-2 was written in TensorFlow and Hugging Face's port keeps its `Conv1D` layers, which store
+# weights as (in_features, out_features): the transpose of `nn.Linear`'s (out, in). These four
+# matrices are transposed on the way in and on the way out; everything else copies as is.
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Causal-mask buffers that older transformers versions keep in GPT-2's state dict: not weights.
+_HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
+
+
+def _hf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith(_HF_BUFFERS):
+            continue
+        name = key.removeprefix("transformer.")
+        out[name] = value.t() if name.endswith(_CONV1D) else value
+    if "lm_head.weight" in out and not torch.equal(out["lm_head.weight"], out["wte.weight"]):
+        raise LLMLabError("this Hugging Face model has an untied LM head; GPT ties it to wte")
+    out["lm_head.weight"] = out["wte.weight"]
+    return out
+
+
+def _ours_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {
+        f"transformer.{key}": value.t() if key.endswith(_CONV1D) else value
+        for key, value in state.items()
+        if key != "lm_head.weight"
+    }
+    out["lm_head.weight"] = state["wte.weight"]
+    return out
+
+
+def _config_from_hf(hf_config: Any) -> GPTConfig:
+    c = hf_config
+    problems = []
+    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        problems.append(f"activation_function={c.activation_function!r} (need tanh GELU)")
+    if c.n_inner not in (None, 4 * c.n_embd):
+        problems.append(f"n_inner={c.n_inner} (need 4 * n_embd)")
+    if not c.scale_attn_weights or c.scale_attn_by_inverse_layer_idx:
+        problems.append("non-standard attention scaling")
+    if getattr(c, "add_cross_attention", False):
+        problems.append("cross-attention")
+    if problems:
+        raise LLMLabError(f"this Hugging Face GPT-2 differs from GPT: {'; '.join(problems)}")
+    return GPTConfig(
+        vocab_size=c.vocab_size,
+        block_size=c.n_positions,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        dropout=c.resid_pdrop,
+        layer_norm_eps=c.layer_norm_epsilon,
+    )
+
+
+def _config_from_hf_state(state: Mapping[str, torch.Tensor], n_head: int) -> GPTConfig:
+    names = {k.removeprefix("transformer."): v for k, v in state.items()}
+    if "wte.weight" not in names or "wpe.weight" not in names:
+        raise LLMLabError("not a GPT-2 state dict: no wte.weight / wpe.weight")
+    vocab_size, n_embd = names["wte.weight"].shape
+    n_layer = len({k.split(".")[1] for k in names if k.startswith("h.")})
+    return GPTConfig(
+        vocab_size=vocab_size,
+        block_size=names["wpe.weight"].shape[0],
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+    )

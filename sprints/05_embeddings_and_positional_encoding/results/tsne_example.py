@@ -1,0 +1,65 @@
+"""t-SNE of SmolLM2's real token embeddings for groups of words (numbers, colours, days, ...).
+
+t-SNE keeps each word's nearest neighbours close (and says little about distances between groups).
+Run: python -m sprints.05_embeddings_and_positional_encoding.results.tsne_example --neighbours 10
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from llmlab.cli import positive_int, run
+from llmlab.embedding import cluster_quality, project_2d
+from llmlab.errors import LLMLabError
+from llmlab.plotting import plot_scatter
+from llmlab.pretrained import word_embeddings
+from llmlab.runs import run_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        default="smollm2",
+        help="'smollm2' (offline, bundled), a model folder, or a hub name such as gpt2 (downloads)",
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=positive_int,
+        default=10,
+        help="t-SNE perplexity: how many neighbours each word pays attention to",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of t-SNE and of the shuffled-label baseline"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, float | str]:
+    args = build_parser().parse_args(argv)
+    vectors, words, groups = word_embeddings(name_or_path=args.model)
+    if args.neighbours >= len(words):
+        raise LLMLabError(f"--neighbours must be below the number of words ({len(words)})")
+    print(
+        f"{len(words)} single-token words in {len(set(groups))} groups, {vectors.shape[1]}-D vectors"
+    )
+    points = project_2d(vectors, "tsne", seed=args.seed, neighbours=args.neighbours)
+    scores = cluster_quality(points, groups, seed=args.seed)
+    print(
+        f"silhouette {scores['silhouette']:.2f} (shuffled groups {scores['silhouette_shuffled']:.2f}); "
+        f"3-NN purity {scores['knn_purity']:.2f} (shuffled {scores['knn_purity_shuffled']:.2f})"
+    )
+    folder = run_dir("05_embeddings_and_positional_encoding", "tsne_example")
+    png = plot_scatter(
+        points.numpy(),
+        folder / "tsne_words.png",
+        labels=words,
+        groups=groups,
+        title=f"t-SNE of {args.model} token embeddings (perplexity={args.neighbours})",
+    )
+    print(f"wrote {png}")
+    return {**scores, "png": str(png)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

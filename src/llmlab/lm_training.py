@@ -1,0 +1,422 @@
+"""The GPT training loop (sprint 09): fast, resumable, distributed.
+
+- `TrainConfig`: every knob of a run (model shape, optimisation, logging, system).
+- `train(cfg)`: AdamW with decay groups, warmup + cosine LR, gradient clipping and
+  accumulation, bf16 autocast on GPU, optional `torch.compile`, DDP under `torchrun`;
+  TensorBoard scalars and text samples; atomic `last` / `best` checkpoints and exact resume;
+  a NaN loss stops the run and keeps the last good checkpoint; Ctrl-C saves and exits.
+  Returns the run's summary (final full-split validation loss, perplexity, tokens/s, time).
+
+The sprint script (`sprints/09_train_gpt2/results/train_gpt2.py`) turns flags and presets
+into a `TrainConfig`; this module holds the mechanics so later sprints can reuse them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from llmlab.checkpoint import load_model_dir, read_config
+from llmlab.data.lm_dataset import check_length, get_batch
+from llmlab.data.shakespeare import load_prepared, tokenizer_from_meta
+from llmlab.device import get_device, seed_everything
+from llmlab.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from llmlab.errors import LLMLabError
+from llmlab.evaluation import evaluate_lm, perplexity
+from llmlab.generate import generate
+from llmlab.gpt import GPT, GPTConfig
+from llmlab.optim import configure_adamw, lr_at
+
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are the tiny CPU recipe; the sprint script has presets."""
+
+    data_dir: str = ""
+    out_dir: str = ""
+    # model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = False
+    pos_encoding: str = "learned"
+    # optimisation
+    batch_size: int = 32  # per rank, per micro-step
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    # evaluation and logging
+    eval_interval: int = 250
+    eval_batches: int = 20
+    log_interval: int = 10
+    sample_tokens: int = 200
+    sample_prompt: str = "\n"
+    final_eval: bool = True
+    # system
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
+    compile: bool = False
+    seed: int = 1337
+    deterministic: bool = False
+    resume: str = ""
+    stop_at_step: int = 0  # stop early (as if interrupted) after this step; 0 = run to the end
+    save_checkpoints: bool = True
+    progress: bool = True
+    peak_tflops: float = 0.0  # >0: report model FLOPs utilisation against this peak
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
+
+
+def flops_per_token(model: GPT) -> float:
+    """Training FLOPs per token: 6 N for the matmuls (forward + backward) + attention (PaLM)."""
+    c = model.config
+    return 6 * model.num_parameters(non_embedding=True) + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
+    for name in ("batch_size", "grad_accum", "max_steps", "block_size", "eval_interval"):
+        if getattr(cfg, name) <= 0:
+            raise LLMLabError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}"
+            )
+    if not cfg.lr > 0 or not math.isfinite(cfg.lr):
+        raise LLMLabError(f"--lr must be a positive number, got {cfg.lr}")
+    for split, data in (("training", train), ("validation", val)):
+        try:
+            check_length(len(data), cfg.block_size)
+        except LLMLabError:
+            raise LLMLabError(
+                f"the {split} split has {len(data)} tokens, fewer than the context "
+                f"(--block-size {cfg.block_size}) + 1: use a smaller --block-size or a bigger corpus"
+            ) from None
+
+
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    if dtype not in ("bfloat16", "float16"):
+        raise LLMLabError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Run:
+    """The state of one training run; `train()` drives it."""
+
+    def __init__(self, cfg: TrainConfig, dist: DistInfo) -> None:
+        self.cfg, self.dist = cfg, dist
+        self.device = dist.device
+        self.out = Path(cfg.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.train_data, self.val_data, self.meta = load_prepared(cfg.data_dir)
+        _check(cfg, self.train_data, self.val_data)
+        self.tokenizer = tokenizer_from_meta(self.meta)
+        self.model_cfg = cfg.model_config(int(self.meta["vocab_size"]))
+        self.model = GPT(self.model_cfg).to(self.device)
+        self.optimizer = configure_adamw(
+            self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.device.type
+        )
+        # Training batches come from their own generator, whose state is checkpointed:
+        # a resumed run draws exactly the batches the uninterrupted run would have drawn.
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.best_val = float("inf")
+        self.history: dict[str, list[float]] = {"step": [], "train_loss": [], "lr": []}
+        self.evals: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": []}
+        self.autocast = _autocast(self.device, cfg.dtype)
+        if cfg.resume:
+            self._resume(Path(cfg.resume))
+        self.forward_model: torch.nn.Module = self.model
+        if cfg.compile:
+            self.forward_model = torch.compile(self.model)
+        if dist.enabled:
+            self.forward_model = DistributedDataParallel(
+                self.forward_model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+        self.writer = None
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from llmlab.runs import make_writer
+
+            self.writer = make_writer(self.out)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _resume(self, path: Path) -> None:
+        saved = read_config(path)
+        current = self.model_cfg.to_dict()
+        if saved != current:
+            diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+            raise LLMLabError(
+                f"checkpoint {path} was trained with another model configuration "
+                f"(saved vs now: {diff}): pass the same model flags or start a new run"
+            )
+        state = load_model_dir(path, self.model, map_location=self.device)
+        if not state:
+            raise LLMLabError(f"{path} holds weights only (no training.pt): it cannot be resumed")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_gen.set_state(state["data_generator"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best_val = float(state["best_val"])
+        self.history = state["history"]
+        self.evals = state["evals"]
+
+    def save(self, name: str) -> Path | None:
+        if not (self.dist.is_main and self.cfg.save_checkpoints):
+            return None
+        training_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "data_generator": self.data_gen.get_state(),
+            "rng": _rng_state(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "history": self.history,
+            "evals": self.evals,
+            "train_config": {k: v for k, v in asdict(self.cfg).items() if k != "extra"},
+            "data_meta": {k: self.meta.get(k) for k in ("corpus", "tokenizer", "vocab_size")},
+        }
+        return self.model.save(self.ckpt_dir / name, training_state)
+
+    # -- one optimiser step --------------------------------------------------------------
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of the global batch (all ranks draw the same global offsets)."""
+        B, world = self.cfg.batch_size, self.dist.world_size
+        x, y = get_batch(self.train_data, B * world, self.cfg.block_size, "cpu", self.data_gen)
+        lo = self.dist.rank * B
+        x, y = x[lo : lo + B], y[lo : lo + B]
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(
+                self.device, non_blocking=True
+            )
+        return x.to(self.device), y.to(self.device)
+
+    def train_step(self) -> tuple[float, float, float]:
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = self.batch()
+            # DDP all-reduces gradients on every backward; skip it until the last micro-step.
+            sync = not self.dist.enabled or micro == cfg.grad_accum - 1
+            ctx = contextlib.nullcontext() if sync else self.forward_model.no_sync()
+            with ctx:
+                with self.autocast:
+                    _, loss = self.forward_model(x, y)
+                (loss / cfg.grad_accum).backward()
+            total += loss.detach()
+        loss_value = all_reduce_mean(total / cfg.grad_accum, self.dist)
+        if not math.isfinite(loss_value):
+            raise LLMLabError(
+                f"the loss became {loss_value} at step {self.step}: training stopped and the "
+                f"last good checkpoint in {self.ckpt_dir} was kept; lower --lr or check the data"
+            )
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_value, float(norm), lr
+
+    # -- evaluation and samples ------------------------------------------------------------
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, float]:
+        """Mean loss on the same `eval_batches` random windows of each split every time."""
+        self.model.eval()
+        out = {}
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            gen = torch.Generator().manual_seed(1234)  # fixed windows: a comparable curve
+            losses = []
+            for _ in range(self.cfg.eval_batches):
+                x, y = get_batch(data, self.cfg.batch_size, self.cfg.block_size, self.device, gen)
+                with self.autocast:
+                    losses.append(float(self.model(x, y)[1]))
+            out[split] = float(np.mean(losses))
+        self.model.train()
+        return out
+
+    def sample(self, n_tokens: int, seed: int = 0) -> str:
+        prompt = self.tokenizer.encode(self.cfg.sample_prompt or "\n")[-self.cfg.block_size // 2 :]
+        idx = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        n_tokens = min(n_tokens, self.cfg.block_size - idx.shape[1])
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        out = generate(self.model, idx, n_tokens, temperature=0.8, top_k=50, generator=gen)
+        return self.tokenizer.decode(out[0].tolist())
+
+    def log(self, tag: str, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, self.step)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run `cfg` to completion (or to `stop_at_step`); return the summary figures."""
+    device = get_device(cfg.device)
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    dist = init_distributed(device)
+    try:
+        return _train(cfg, dist)
+    finally:
+        cleanup(dist)
+
+
+def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+    run = _Run(cfg, dist)
+    model, is_main = run.model, dist.is_main
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size * cfg.block_size
+    fpt = flops_per_token(model)
+    end = min(cfg.max_steps, cfg.stop_at_step) if cfg.stop_at_step > 0 else cfg.max_steps
+    start_step = run.step
+    if is_main:
+        n_params = model.num_parameters()
+        print(
+            f"model: {n_params / 1e6:.2f}M parameters, {cfg.n_layer} layers, {cfg.n_embd} wide, "
+            f"context {cfg.block_size}; {tokens_per_step:,} tokens/step on {dist.world_size} "
+            f"x {run.device}; steps {run.step} -> {end} of {cfg.max_steps}"
+        )
+        if run.writer is not None:
+            run.writer.add_text("config", f"```\n{json.dumps(asdict(cfg), indent=2)}\n```", 0)
+    bar = tqdm(
+        total=end,
+        initial=run.step,
+        disable=not (is_main and cfg.progress),
+        desc="train",
+        dynamic_ncols=True,
+    )
+    t_start = time.perf_counter()
+    t_last, steps_since, train_seconds = t_start, 0, 0.0
+    loss = float("nan")
+    interrupted = False
+    try:
+        while run.step < end:
+            loss, norm, lr = run.train_step()
+            steps_since += 1
+            bar.update(1)
+            run.history["step"].append(run.step)
+            run.history["train_loss"].append(loss)
+            run.history["lr"].append(lr)
+            if run.step % cfg.log_interval == 0 or run.step == end:
+                now = time.perf_counter()
+                tok_s = steps_since * tokens_per_step / max(now - t_last, 1e-9)
+                train_seconds += now - t_last
+                t_last, steps_since = now, 0
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                for tag, value in (
+                    ("train/loss", loss),
+                    ("train/lr", lr),
+                    ("train/grad_norm", norm),
+                    ("train/tokens_per_s", tok_s),
+                ):
+                    run.log(tag, value)
+                if cfg.peak_tflops > 0:
+                    run.log("train/mfu", fpt * tok_s / (cfg.peak_tflops * 1e12 * dist.world_size))
+            if run.step % cfg.eval_interval == 0 and run.step < cfg.max_steps:
+                t_eval = time.perf_counter()
+                est = run.estimate_loss()
+                run.evals["step"].append(run.step)
+                run.evals["train_loss"].append(est["train"])
+                run.evals["val_loss"].append(est["val"])
+                for split in ("train", "val"):
+                    run.log(f"eval/{split}_loss", est[split])
+                    run.log(f"eval/{split}_perplexity", perplexity(est[split]))
+                if is_main:
+                    tqdm.write(
+                        f"step {run.step}: train {est['train']:.4f}, val {est['val']:.4f} "
+                        f"(ppl {perplexity(est['val']):.2f})"
+                    )
+                    if run.writer is not None and cfg.sample_tokens > 0:
+                        run.writer.add_text("samples", run.sample(cfg.sample_tokens), run.step)
+                if est["val"] < run.best_val:
+                    run.best_val = est["val"]
+                    run.save("best")
+                run.save("last")
+                t_last += time.perf_counter() - t_eval  # evaluation is not training time
+    except KeyboardInterrupt:
+        interrupted = True
+        bar.close()
+        saved = run.save("last")
+        if is_main:
+            print(
+                f"\ninterrupted at step {run.step}: saved {saved}; continue with --resume {saved}"
+            )
+        raise
+    finally:
+        bar.close()
+        if run.writer is not None and interrupted:
+            run.writer.close()
+    wall = time.perf_counter() - t_start
+    trained = run.step - start_step
+    summary: dict[str, Any] = {
+        "steps": run.step,
+        "train_loss": loss,
+        "tokens_per_s": trained * tokens_per_step / max(train_seconds, 1e-9),
+        "wall_time_s": wall,
+        "out_dir": str(run.out),
+    }
+    finished = run.step >= cfg.max_steps
+    if cfg.final_eval and finished:
+        eval_batch = max(cfg.batch_size, 8192 // cfg.block_size)  # no grads: big batches
+        full = evaluate_lm(
+            model, run.val_data, cfg.block_size, eval_batch, run.device, run.autocast
+        )
+        summary.update(
+            val_loss=full["loss"], val_perplexity=full["perplexity"], val_tokens=full["tokens"]
+        )
+        run.log("eval/full_val_loss", full["loss"])
+        run.log("eval/full_val_perplexity", full["perplexity"])
+        if full["loss"] < run.best_val:
+            run.best_val = full["loss"]
+            run.save("best")
+    run.save("last")
+    summary["best_val"] = run.best_val
+    summary["history"] = run.history
+    summary["evals"] = run.evals
+    if is_main:
+        summary["sample"] = (
+            run.sample(cfg.sample_tokens, seed=cfg.seed) if cfg.sample_tokens else ""
+        )
+        if run.writer is not None:
+            run.writer.add_text("samples/final", summary["sample"], run.step)
+            run.writer.close()
+        (run.out / "summary.json").write_text(
+            json.dumps({k: v for k, v in summary.items()}, indent=2, default=str)
+        )
+    return summary

@@ -1,0 +1,243 @@
+"""Sprint 09: the GPT training script: smoke run, exact resume, DDP equivalence, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llmlab.cli import run
+from llmlab.data.shakespeare import prepare
+from llmlab.errors import LLMLabError
+from llmlab.gpt import GPT
+from tests.conftest import REPO, load_script
+
+SCRIPT = "sprints.09_train_gpt2.results.train_gpt2"
+# A model small enough that a step takes milliseconds.
+TINY = [
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--warmup-steps",
+    "2",
+    "--eval-batches",
+    "2",
+    "--sample-tokens",
+    "8",
+    "--no-progress",
+    "--log-interval",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    return prepare("tiny", "char")
+
+
+@pytest.fixture(scope="module")
+def train_main():
+    return load_script(SCRIPT).main
+
+
+def args(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [*TINY, "--data-dir", str(data_dir), "--out-dir", str(out), *extra]
+
+
+def test_smoke_run_learns_and_logs(train_main, data_dir: Path, tmp_path: Path) -> None:
+    s = train_main(
+        args(data_dir, tmp_path, "--max-steps", "40", "--eval-interval", "20", "--lr", "1e-2")
+    )
+    losses = s["history"]["train_loss"]
+    assert s["steps"] == 40
+    assert np.mean(losses[-5:]) < losses[0] - 0.8  # from ~ln(vocab) = 4.3 well down
+    assert s["val_loss"] < 3.5 and s["val_perplexity"] == pytest.approx(np.exp(s["val_loss"]))
+    meta = json.loads((data_dir / "meta.json").read_text())
+    assert s["val_tokens"] == meta["n_tokens"]["val"] - 1  # every target, not a sample
+    for name in ("loss_png", "lr_png"):
+        assert Path(s[name]).is_file()
+    for ckpt in ("last", "best"):
+        assert (tmp_path / "checkpoints" / ckpt / "model.safetensors").is_file()
+    assert GPT.load(tmp_path / "checkpoints" / "last").config.n_embd == 32
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path)).Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_s",
+        "eval/val_loss",
+        "eval/val_perplexity",
+        "eval/full_val_loss",
+    } <= tags
+    assert "samples" in acc.Tags()["tensors"] or acc.Tags().get("tensors")
+    lrs = [e.value for e in acc.Scalars("train/lr")]
+    assert max(lrs) == pytest.approx(1e-2, rel=1e-5) and lrs[-1] < lrs[len(lrs) // 2]
+
+
+def test_resume_continues_exactly(train_main, data_dir: Path, tmp_path: Path) -> None:
+    common = ["--max-steps", "12", "--eval-interval", "3", "--deterministic", "--seed", "7"]
+    straight = train_main(args(data_dir, tmp_path / "a", *common))
+    first = train_main(args(data_dir, tmp_path / "b", *common, "--stop-at-step", "6"))
+    assert first["steps"] == 6 and "val_loss" not in first
+    resumed = train_main(
+        [
+            *TINY,
+            "--data-dir",
+            str(data_dir),
+            *common,
+            "--resume",
+            str(tmp_path / "b" / "checkpoints" / "last"),
+        ]
+    )
+    assert resumed["steps"] == 12
+    assert resumed["history"]["train_loss"] == pytest.approx(
+        straight["history"]["train_loss"], abs=1e-6
+    )
+    assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-6)
+    assert resumed["out_dir"] == str(tmp_path / "b")  # the resumed run keeps its folder
+
+
+def test_resume_with_another_config_is_refused(train_main, data_dir: Path, tmp_path: Path) -> None:
+    train_main(args(data_dir, tmp_path, "--max-steps", "2", "--eval-interval", "1"))
+    ckpt = tmp_path / "checkpoints" / "last"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.iterdir()}
+    other = [a if a != "32" else "64" for a in TINY]  # --n-embd 64
+    with pytest.raises(LLMLabError, match="another model configuration"):
+        train_main([*other, "--data-dir", str(data_dir), "--resume", str(ckpt), "--max-steps", "4"])
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.iterdir()}
+    assert before == after
+    assert (
+        run(train_main, [*TINY, "--resume", str(tmp_path / "nope"), "--data-dir", str(data_dir)])
+        == 2
+    )
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    train_main, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    forward = GPT.forward
+
+    def poisoned(self, idx, targets=None, kv_caches=None):
+        logits, loss = forward(self, idx, targets, kv_caches)
+        if self.training and targets is not None:
+            calls["n"] += 1
+            if calls["n"] == 5:  # the 5th training step goes bad
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    with pytest.raises(LLMLabError, match="loss became nan at step 4"):
+        train_main(args(data_dir, tmp_path, "--max-steps", "10", "--eval-interval", "2"))
+    state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
+    assert state["step"] == 4
+    model = GPT.load(tmp_path / "checkpoints" / "last")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_ctrl_c_saves_a_checkpoint(
+    train_main, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmlab import lm_training
+
+    step = lm_training._Run.train_step
+
+    def interrupt_at_3(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(lm_training._Run, "train_step", interrupt_at_3)
+    assert run(train_main, args(data_dir, tmp_path, "--max-steps", "10")) == 130
+    state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
+    assert state["step"] == 3
+
+
+def test_bad_input_gives_one_line_errors(train_main, data_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LLMLabError, match="no prepared dataset"):
+        train_main([*TINY, "--data-dir", str(empty), "--out-dir", str(tmp_path / "o")])
+    # a corpus shorter than the context
+    short = tmp_path / "short"
+    short.mkdir()
+    meta = json.loads((data_dir / "meta.json").read_text())
+    np.arange(40, dtype=np.uint16).tofile(short / "train.bin")
+    np.arange(10, dtype=np.uint16).tofile(short / "val.bin")
+    meta["n_tokens"] = {"train": 40, "val": 10, "total": 50}
+    (short / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(LLMLabError, match="fewer than the context"):
+        train_main([*TINY, "--data-dir", str(short), "--out-dir", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):
+        train_main([*TINY, "--batch-size", "0"])
+    with pytest.raises(LLMLabError, match="not divisible"):
+        train_main(args(data_dir, tmp_path / "o", "--n-embd", "33"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process_with_double_batch(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    common = [
+        *TINY,
+        "--data-dir",
+        str(data_dir),
+        "--max-steps",
+        "6",
+        "--eval-interval",
+        "3",
+        "--dropout",
+        "0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    single = [
+        sys.executable,
+        "-m",
+        SCRIPT,
+        *common,
+        "--batch-size",
+        "8",
+        "--out-dir",
+        str(tmp_path / "one"),
+    ]
+    ddp = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        SCRIPT,
+        *common,
+        "--batch-size",
+        "4",
+        "--out-dir",
+        str(tmp_path / "two"),
+    ]
+    for cmd in (single, ddp):
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["history"]["train_loss"] == pytest.approx(one["history"]["train_loss"], abs=1e-5)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
+    # only rank 0 writes: one TensorBoard file, one set of checkpoints
+    assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["best", "last"]

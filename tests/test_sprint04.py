@@ -65,7 +65,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_define_cnn_reports_shapes_and_parameters() -> None:
     mod = load_script(f"{PKG}.define_cnn")
     result = mod.main(["--channels", "8", "16", "--hidden", "32", "--batch-size", "3"])
-    assert mod.main([])["parameters"] == 105_914  # the defaults are MNISTCNN's
+    assert mod.main([])["parameters"] == 220_330  # the defaults are MNISTCNN's
     assert result["output_shape"] == (3, 10)
     assert result["parameters"] == (8 * 9 + 16) + (8 * 16 * 9 + 32) + (16 * 49 * 32 + 32) + 330
     pools = [r["output_shape"] for r in result["layers"] if r["type"] == "MaxPool2d"]
@@ -153,6 +153,9 @@ def test_resume_continues_after_the_saved_epoch(trained: dict, tmp_path) -> None
         ["--batch-size", "0"],
         ["--lr", "-1"],
         ["--val-fraction", "1.5"],
+        ["--val-fraction", "0", "--source", "subset"],
+        ["--weight-decay", "-0.1"],
+        ["--min-delta", "nan"],
         ["--model", "vgg"],
         ["--resume", "a.pt", "--eval-checkpoint", "b.pt"],
     ],
@@ -204,10 +207,13 @@ def test_checkpoint_of_another_model_is_rejected_and_left_as_is(tmp_path, capsys
         assert "ResNetMNIST, not a MNISTCNN" in capsys.readouterr().err
     assert _digest(checkpoint) == before
     assert not (tmp_path / "cnn").exists()
-    # Same class, other shape (a wider CNN): rejected too, with the mismatch named.
-    wide = save_checkpoint(tmp_path / "wide.pt", MNISTCNN(channels=(32, 64)), epoch=1)
-    assert _exit_code(mod.main, ["--eval-checkpoint", str(wide)]) == 2
+    # Same class, other shape (a CNN half as wide as the default): rejected too, file intact.
+    narrow = save_checkpoint(tmp_path / "narrow.pt", MNISTCNN(channels=(16, 32)), epoch=1)
+    before = _digest(narrow)
+    code = _exit_code(mod.main, ["--eval-checkpoint", str(narrow), "--out", str(tmp_path / "n")])
+    assert code == 2
     assert "does not fit" in capsys.readouterr().err
+    assert _digest(narrow) == before and not (tmp_path / "n").exists()
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ def test_embedding_from_scratch_equals_nn_embedding(script) -> None:
     assert r["forward_max_diff"] == 0 and r["one_hot_max_diff"] < 1e-6
     assert r["grad_max_diff"] < 1e-6
     assert r["padding_row_grad_abs_sum"] == 0 and r["unused_rows_grad_abs_sum"] == 0
+    with pytest.raises(LLMLabError, match="--padding-idx"):
+        script(PKG + "embedding_from_scratch").main(["--vocab", "5", "--padding-idx", "5"])
 
 
 def test_sinusoidal_pe_example_shows_offset_invariance(script) -> None:

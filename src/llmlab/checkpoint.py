@@ -41,6 +41,10 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        # mkstemp creates the file private (0600); give it the permissions of a normal file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)  # atomic on POSIX and Windows
@@ -163,7 +167,9 @@ def read_config(directory: Path | str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise LLMLabError(f"{path} is corrupt (not JSON): delete the folder and train again") from None
+        raise LLMLabError(
+            f"{path} is corrupt (not JSON): delete the folder and train again"
+        ) from None
 
 
 def load_model_dir(
@@ -178,7 +184,9 @@ def load_model_dir(
     if not weights.is_file():
         raise LLMLabError(f"{directory} has no {MODEL_FILE}: the checkpoint is incomplete")
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
+        missing, unexpected = load_model(
+            model, str(weights), strict=False, device=str(map_location)
+        )
     except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
         raise LLMLabError(

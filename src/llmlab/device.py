@@ -45,6 +45,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CPU and all CUDA devices
     os.environ["PYTHONHASHSEED"] = str(seed)
+    # Set both ways: a deterministic run must not leave the flag on for what runs next.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -2,7 +2,13 @@
 
 Perplexity is `exp` of the mean next-token cross-entropy (in nats): the number of equally
 likely tokens the model is, on average, choosing between. `evaluate_lm` scores EVERY token
-of a split once (not a sample of batches), so two runs are compared on exactly the same text.
+of a split exactly once (not a sample of batches), so two runs are compared on the same text:
+
+- chunked (default): non-overlapping windows of `block_size`; a window's first tokens are
+  predicted with little context, so this slightly over-states the loss;
+- sliding (`stride < block_size`): windows `stride` apart, each scoring only its last
+  `stride` targets, so every token after the first window sees at least
+  `block_size - stride` tokens of context (more compute, a closer estimate).
 """
 
 from __future__ import annotations
@@ -12,14 +18,30 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from llmlab.data.lm_dataset import sequential_windows
+from llmlab.data.lm_dataset import check_length, sequential_windows
+from llmlab.errors import LLMLabError
 
 
 def perplexity(loss: float) -> float:
     """exp(mean cross-entropy in nats); inf instead of an overflow for a diverged model."""
+    if math.isnan(loss):
+        return float("nan")
     return math.exp(loss) if loss < 700 else float("inf")
+
+
+def _sliding_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, length, first scored position) for windows covering every target once."""
+    windows, scored_up_to, start = [], 0, 0  # targets are data[1:], numbered 1..n-1
+    while scored_up_to < n_tokens - 1:
+        length = min(block_size, n_tokens - 1 - start)
+        first = scored_up_to - start  # window position whose target is the next unscored one
+        windows.append((start, length, first))
+        scored_up_to = start + length
+        start += stride
+    return windows
 
 
 @torch.no_grad()
@@ -30,22 +52,49 @@ def evaluate_lm(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
+    stride: int | None = None,
 ) -> dict[str, float]:
-    """Mean loss and perplexity over every target token of `data` (non-overlapping windows).
+    """Mean loss and perplexity over every target token of `data`, each scored once.
 
-    Each window restarts the context, so the first tokens of a window are predicted with
-    little history: this is the standard "chunked" evaluation, a slight over-estimate of
-    the loss a sliding window would give.
+    `stride=None` (or `block_size`) is the chunked evaluation; a smaller stride slides the
+    window (see the module docstring).
     """
+    if stride is not None and not 0 < stride <= block_size:
+        raise LLMLabError(f"stride must be in [1, block_size={block_size}], got {stride}")
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
-        for x, y in sequential_windows(data, block_size, batch_size, device):
-            with autocast or contextlib.nullcontext():
-                _, loss = model(x, y)
-            total += float(loss) * y.numel()  # batches differ in size: weight by tokens
-            count += y.numel()
+        if stride is None or stride == block_size:
+            for x, y in sequential_windows(data, block_size, batch_size, device):
+                with autocast or contextlib.nullcontext():
+                    _, loss = model(x, y)
+                total += float(loss) * y.numel()  # batches differ in size: weight by tokens
+                count += y.numel()
+        else:
+            check_length(len(data), 1)
+            windows = _sliding_windows(len(data), block_size, stride)
+            # Group windows of equal length so each batch is one rectangular tensor.
+            by_length: dict[int, list[tuple[int, int]]] = {}
+            for start, length, first in windows:
+                by_length.setdefault(length, []).append((start, first))
+            for length, items in by_length.items():
+                offsets = np.arange(length + 1)
+                for i in range(0, len(items), batch_size):
+                    chunk = items[i : i + batch_size]
+                    index = np.array([s for s, _ in chunk])[:, None] + offsets
+                    w = torch.from_numpy(np.asarray(data)[index].astype(np.int64)).to(device)
+                    with autocast or contextlib.nullcontext():
+                        logits, _ = model(w[:, :-1])
+                    losses = F.cross_entropy(
+                        logits.float().transpose(1, 2), w[:, 1:], reduction="none"
+                    )
+                    keep = (
+                        torch.arange(length, device=losses.device)[None, :]
+                        >= torch.tensor([f for _, f in chunk], device=losses.device)[:, None]
+                    )
+                    total += float(losses[keep].sum())
+                    count += int(keep.sum())
     finally:
         model.train(was_training)
     mean = total / count

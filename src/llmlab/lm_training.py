@@ -72,6 +72,7 @@ class TrainConfig:
     sample_tokens: int = 200
     sample_prompt: str = "\n"
     final_eval: bool = True
+    eval_stride: int = 0  # >0: also a sliding-window full evaluation with this stride
     # system
     device: str = "auto"
     dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
@@ -103,6 +104,18 @@ def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
             )
     if not cfg.lr > 0 or not math.isfinite(cfg.lr):
         raise LLMLabError(f"--lr must be a positive number, got {cfg.lr}")
+    if not 0 <= cfg.min_lr <= cfg.lr:
+        raise LLMLabError(f"--min-lr must be in [0, --lr={cfg.lr}], got {cfg.min_lr}")
+    if cfg.weight_decay < 0:
+        raise LLMLabError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise LLMLabError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.eval_stride and not 0 < cfg.eval_stride < cfg.block_size:
+        raise LLMLabError(
+            f"--eval-stride must be below --block-size={cfg.block_size} (0 turns it off), "
+            f"got {cfg.eval_stride}"
+        )
     for split, data in (("training", train), ("validation", val)):
         try:
             check_length(len(data), cfg.block_size)
@@ -118,8 +131,8 @@ def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMan
         dtype = "bfloat16" if device.type == "cuda" else "float32"
     if dtype == "float32":
         return contextlib.nullcontext()
-    if dtype not in ("bfloat16", "float16"):
-        raise LLMLabError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    if dtype != "bfloat16":  # float16 would also need a GradScaler; bf16 has fp32's range
+        raise LLMLabError(f"--dtype must be auto, float32 or bfloat16, got {dtype!r}")
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
@@ -149,6 +162,9 @@ class _Run:
         self.tokenizer = tokenizer_from_meta(self.meta)
         self.model_cfg = cfg.model_config(int(self.meta["vocab_size"]))
         self.model = GPT(self.model_cfg).to(self.device)
+        # Same initial weights on every rank (same seed above); from here on each rank draws
+        # its own dropout masks, or the ranks' "independent" examples would share them.
+        torch.manual_seed(cfg.seed + dist.rank)
         self.optimizer = configure_adamw(
             self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.device.type
         )
@@ -400,6 +416,18 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
         summary.update(
             val_loss=full["loss"], val_perplexity=full["perplexity"], val_tokens=full["tokens"]
         )
+        if cfg.eval_stride:
+            slide = evaluate_lm(
+                model,
+                run.val_data,
+                cfg.block_size,
+                eval_batch,
+                run.device,
+                run.autocast,
+                stride=cfg.eval_stride,
+            )
+            summary["val_loss_sliding"] = slide["loss"]
+            run.log("eval/full_val_loss_sliding", slide["loss"])
         run.log("eval/full_val_loss", full["loss"])
         run.log("eval/full_val_perplexity", full["perplexity"])
         if full["loss"] < run.best_val:

@@ -110,8 +110,15 @@ def plot_confusion_matrix(
     ax.set_yticks(range(len(labels)), labels=list(labels))
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                color="white" if v > threshold else "black")
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if v > threshold else "black",
+        )
     return _save(fig, path)
 
 

@@ -67,7 +67,7 @@ def train_one_epoch(
         if not torch.isfinite(loss):
             raise LLMLabError(
                 f"the loss became {loss.item()} in {desc}: lower the learning rate "
-                "or clip gradients (--grad-clip)"
+                "or clip the gradients"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

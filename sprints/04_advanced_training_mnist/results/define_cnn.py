@@ -4,7 +4,7 @@ A 1x28x28 image goes through conv (3x3, padding 1: same size) -> batch-norm -> R
 max-pool (2x2: half size) twice, so 28 -> 14 -> 7 pixels while the channels grow 1 -> c1 -> c2;
 then it is flattened and an MLP turns it into 10 class scores (logits).
 
-Run: python -m sprints.04_advanced_training_mnist.results.define_cnn --channels 32 64
+Run: python -m sprints.04_advanced_training_mnist.results.define_cnn --channels 16 32
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels",
         type=positive_int,
         nargs=2,
-        default=[16, 32],
+        default=[32, 64],
         metavar=("C1", "C2"),
         help="output channels of the two conv stages",
     )

@@ -42,6 +42,17 @@ SPLIT_SEED = 1234  # the validation split stays the same whatever --seed is
 CLASSES = [str(d) for d in range(10)]
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0 (weight decay, eta_min, min_delta)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
@@ -62,11 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--min-lr",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="eta_min: the learning rate the cosine schedule ends at",
     )
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument(
+        "--weight-decay", type=non_negative_float, default=1e-4, help="AdamW weight decay"
+    )
     p.add_argument(
         "--patience",
         type=positive_int,
@@ -75,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--min-delta",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="early stopping: how much lower the validation loss must be to count",
     )
@@ -115,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=1,
         help="CPU threads for PyTorch (0 = its default, one per core); 1 by default "
-        "because this small CNN gains little from more and stalls on a busy CPU",
+        "because a second thread stalls small steps badly when the cores are busy",
     )
     p.add_argument(
         "--num-workers",
@@ -148,9 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def split_train_val(n: int, val_fraction: float, train_size: int) -> tuple[list[int], list[int]]:
     """Deterministic (train, val) index lists; `train_size` > 0 caps the training part."""
-    n_val = max(1, round(n * val_fraction))
-    if n_val >= n:
-        raise LLMLabError(f"--val-fraction {val_fraction} leaves no training images out of {n}")
+    n_val = round(n * val_fraction)
+    if not 0 < n_val < n:
+        raise LLMLabError(
+            f"--val-fraction {val_fraction} leaves no training or no validation images "
+            f"out of {n}: pick a fraction such as 0.125"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
     val, train = order[:n_val], order[n_val:]
     return (train[:train_size] if train_size else train), val

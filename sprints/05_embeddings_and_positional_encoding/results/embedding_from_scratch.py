@@ -15,6 +15,7 @@ from torch import nn
 from llmlab.cli import positive_int, run
 from llmlab.device import seed_everything
 from llmlab.embedding import Embedding
+from llmlab.errors import LLMLabError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = build_parser().parse_args(argv)
+    if not -args.vocab <= args.padding_idx < args.vocab:
+        raise LLMLabError(
+            f"--padding-idx must be in [-{args.vocab}, {args.vocab}), got {args.padding_idx}"
+        )
     seed_everything(args.seed)
     ref = nn.Embedding(args.vocab, args.dim, padding_idx=args.padding_idx)
     mine = Embedding.from_pretrained(ref.weight.detach(), padding_idx=args.padding_idx)

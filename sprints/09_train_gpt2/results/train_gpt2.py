@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--log-interval", type=positive_int, default=10, help="steps between log lines")
     e.add_argument("--sample-tokens", type=non_negative_int, help="tokens per generated sample")
     e.add_argument(
+        "--eval-stride",
+        type=non_negative_int,
+        default=0,
+        help="also score the validation split with a sliding window of this stride (every "
+        "token then sees >= block_size - stride tokens of context); 0: off",
+    )
+    e.add_argument(
         "--no-final-eval",
         action="store_true",
         help="skip the full-validation-split evaluation at the end",
@@ -146,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
+        choices=["auto", "float32", "bfloat16"],
         help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)",
     )
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -200,19 +208,34 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
     return cfg, {"corpus": values["corpus"], "tokenizer": values["tokenizer"]}
 
 
+def prepared_data(corpus: str, tokenizer: str, timeout_s: float = 900.0) -> Path:
+    """The prepared dataset folder, building it first when missing (on rank 0 only).
+
+    Under torchrun the other ranks wait for rank 0's `meta.json` (written last) instead of
+    preparing the same files at the same time.
+    """
+    folder = default_dir(corpus, tokenizer)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if not (folder / "meta.json").is_file():
+            print(f"preparing {corpus} Shakespeare ({tokenizer} tokens) in {folder}")
+        return prepare(corpus, tokenizer)
+    deadline = time.monotonic() + timeout_s
+    while not (folder / "meta.json").is_file():
+        if time.monotonic() > deadline:
+            raise LLMLabError(
+                f"rank 0 did not prepare {folder} in {timeout_s:.0f} s: run prepare_data first"
+            )
+        time.sleep(0.5)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     cfg, data = resolve(args)
     if args.data_dir:
         cfg.data_dir = str(args.data_dir)
     else:
-        folder = default_dir(data["corpus"], data["tokenizer"])
-        if not (folder / "meta.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
-            print(
-                f"preparing {data['corpus']} Shakespeare ({data['tokenizer']} tokens) in {folder}"
-            )
-        # Under torchrun every rank calls prepare(); it returns at once when the data exists.
-        cfg.data_dir = str(prepare(data["corpus"], data["tokenizer"]))
+        cfg.data_dir = str(prepared_data(data["corpus"], data["tokenizer"]))
     if args.resume and not args.resume.is_dir():
         raise LLMLabError(f"--resume {args.resume}: no such checkpoint folder")
 
@@ -252,6 +275,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{summary['val_perplexity']:.2f}), {summary['tokens_per_s']:,.0f} tokens/s, "
             f"{summary['wall_time_s']:.0f} s; run folder {out}"
         )
+        if "val_loss_sliding" in summary:
+            print(
+                f"sliding-window val loss (stride {cfg.eval_stride}): "
+                f"{summary['val_loss_sliding']:.4f}"
+            )
     else:
         print(f"stopped at step {summary['steps']}; resume with --resume {out}/checkpoints/last")
     return summary

@@ -13,15 +13,6 @@ from llmlab.gpt import GPT, GPTConfig
 CONFIG = GPTConfig(vocab_size=61, block_size=24, n_layer=2, n_head=2, n_embd=32, dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny matmuls: one thread avoids OpenMP overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> GPT:
     torch.manual_seed(0)

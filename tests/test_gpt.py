@@ -27,15 +27,6 @@ SHAPES = [  # (vocab, context, layers, heads, width)
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny matmuls: one thread avoids OpenMP overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_hf(vocab: int, ctx: int, layers: int, heads: int, width: int) -> GPT2LMHeadModel:
     torch.manual_seed(0)
     config = GPT2Config(
@@ -121,7 +112,7 @@ def test_config_validation_is_clear() -> None:
     with pytest.raises(LLMLabError, match="dropout"):
         GPTConfig(dropout=1.0)
     with pytest.raises(LLMLabError, match="pos_encoding"):
-        GPTConfig(pos_encoding="rope")
+        GPTConfig(pos_encoding="alibi")
     with pytest.raises(LLMLabError, match="unknown"):
         GPTConfig.from_dict({"n_layers": 3})
 
@@ -206,3 +197,35 @@ def test_failing_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> N
     loaded, state = GPT.load_with_state(tmp_path / "ckpt")
     assert state == {"step": 1}
     assert torch.equal(loaded.wte.weight, old.wte.weight)
+
+
+def test_rope_option_matches_llama_rotation_and_caches_exactly() -> None:
+    """RoPE GPT: q/k rotated as in transformers' Llama; KV-cache decoding == full recompute."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from llmlab.generate import generate
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(**{**TINY.to_dict(), "pos_encoding": "rope"})
+    model = GPT(cfg).eval()
+    assert not hasattr(model, "wpe") and not hasattr(model, "pe_table")
+    assert GPT(TINY).num_parameters() - model.num_parameters() == 32 * 32
+    # the attention's rotation equals Llama's for the same cos/sin tables
+    head = cfg.n_embd // cfg.n_head
+    q, k = torch.randn(2, cfg.n_head, 7, head), torch.randn(2, cfg.n_head, 7, head)
+    cos, sin = model.rotary.cos_table[:7], model.rotary.sin_table[:7]
+    from llmlab.positional import apply_rotary
+
+    ours = apply_rotary(q, k, cos, sin)
+    theirs = apply_rotary_pos_emb(q, k, cos[None], sin[None])
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+    prompt = torch.randint(0, cfg.vocab_size, (2, 6))
+    cached = generate(model, prompt, 20, greedy=True, use_cache=True)
+    full = generate(model, prompt, 20, greedy=True, use_cache=False)
+    assert torch.equal(cached, full)
+    # positions are used at all: swapping two earlier tokens changes the last logits
+    x = torch.randint(0, cfg.vocab_size, (1, 10))
+    y = x.clone()
+    y[0, [2, 5]] = x[0, [5, 2]]
+    assert not torch.allclose(model(x)[0][0, -1], model(y)[0][0, -1])

@@ -14,15 +14,6 @@ from tests.conftest import load_script
 S = "sprints.02_datasets_and_dataloaders.results."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids thread contention on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_batches_and_shuffling() -> None:
     mod = load_script(S + "01_simple_dataset")
     out = mod.main(["--size", "50", "--batch-size", "16"])

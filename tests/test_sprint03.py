@@ -12,15 +12,6 @@ from tests.conftest import load_script
 S = "sprints.03_models_and_training_loops.results."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: one intra-op thread avoids thread contention on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_modules_weights_and_non_linearity() -> None:
     mod = load_script(S + "01_define_nn_module")
     out = mod.main(["--steps", "150", "--samples", "200"])

@@ -18,14 +18,6 @@ PKG = "sprints.04_advanced_training_mnist.results"
 TAGS = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "accuracy/test"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _argv(text: str) -> list[str]:
     """A command line as `main` gets it (the temporary paths contain no spaces)."""
     return text.split()

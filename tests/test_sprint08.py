@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
-
 from tests.conftest import load_script
 
 PKG = "sprints.08_gpt2_assembly.results"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny matmuls: one thread avoids OpenMP overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_build_gpt2_tiny() -> None:

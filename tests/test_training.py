@@ -14,15 +14,6 @@ from llmlab.errors import LLMLabError
 from llmlab.training import EarlyStopping, confusion_matrix, evaluate, train_one_epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (and stalls on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

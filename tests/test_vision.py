@@ -18,14 +18,6 @@ from llmlab.vision import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cnn_params(c1: int, c2: int, hidden: int, classes: int = 10) -> int:
     conv1 = 1 * c1 * 9 + 2 * c1  # 3x3 kernels without bias + batch-norm scale and shift
     conv2 = c1 * c2 * 9 + 2 * c2

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.errors import LLMLabError
+from llmlab.positional import apply_rotary
 
 
 def causal_mask(
@@ -291,10 +292,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """`rope`: (cos, sin) of this call's positions, (T, head_dim) each, to rotate q and k."""
         B, T, C = x.shape
         # (B, T, 3C) -> three (B, n_head, T, head_dim) tensors
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        if rope is not None:  # rotate before caching: cached keys keep their own positions
+            q, k = apply_rotary(q, k, *rope)
         past = 0
         if kv_cache is not None:
             past = len(kv_cache)

@@ -149,22 +149,26 @@ class EncoderBlock(nn.Module):
     @classmethod
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderBlock:
         """An `EncoderBlock` holding a copy of a PyTorch encoder layer's weights."""
-        d_model, d_ff = layer.linear1.in_features, layer.linear1.out_features
-        block = cls(
-            d_model,
-            layer.self_attn.num_heads,
-            d_ff,
-            dropout=layer.dropout.p,
-            norm_first=layer.norm_first,
-            activation=_torch_activation(layer),
-            layer_norm_eps=layer.norm1.eps,
-        )
+        block = cls(**_shape_of_torch_layer(layer))
         with torch.no_grad():
             _copy_mha(block.self_attn, layer.self_attn)
             _copy_ffn(block.ffn, layer.linear1, layer.linear2)
             _copy_norm(block.add_norm1.norm, layer.norm1)
             _copy_norm(block.add_norm2.norm, layer.norm2)
         return block
+
+
+def _shape_of_torch_layer(layer: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer) -> dict:
+    """The constructor arguments of our block that match a PyTorch encoder/decoder layer."""
+    return dict(
+        d_model=layer.linear1.in_features,
+        n_heads=layer.self_attn.num_heads,
+        d_ff=layer.linear1.out_features,
+        dropout=layer.dropout.p,
+        norm_first=layer.norm_first,
+        activation=_torch_activation(layer),
+        layer_norm_eps=layer.norm1.eps,
+    )
 
 
 class DecoderBlock(nn.Module):
@@ -212,16 +216,7 @@ class DecoderBlock(nn.Module):
     @classmethod
     def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderBlock:
         """A `DecoderBlock` holding a copy of a PyTorch decoder layer's weights."""
-        d_model, d_ff = layer.linear1.in_features, layer.linear1.out_features
-        block = cls(
-            d_model,
-            layer.self_attn.num_heads,
-            d_ff,
-            dropout=layer.dropout.p,
-            norm_first=layer.norm_first,
-            activation=_torch_activation(layer),
-            layer_norm_eps=layer.norm1.eps,
-        )
+        block = cls(**_shape_of_torch_layer(layer))
         with torch.no_grad():
             _copy_mha(block.self_attn, layer.self_attn)
             _copy_mha(block.cross_attn, layer.multihead_attn)

@@ -7,6 +7,8 @@
 - `project_2d(vectors, method)`: embeddings -> 2-D points by PCA, t-SNE or UMAP, for pictures.
 - `cluster_quality(points, groups)`: silhouette score and nearest-neighbour purity of the
   points by group, each against a shuffled-label baseline: does the picture mean something?
+- `word_map(points, words, groups, png, title)`: score a 2-D map of words and draw it (the
+  shared last step of the PCA, t-SNE and UMAP scripts).
 """
 
 from __future__ import annotations
@@ -161,3 +163,19 @@ def cluster_quality(
         "knn_purity": purity(labels),
         "knn_purity_shuffled": float(np.mean([purity(s) for s in shuffled])),
     }
+
+
+def word_map(
+    points: torch.Tensor, words: list[str], groups: list[str], png, title: str, seed: int = 0
+) -> dict[str, float | str]:
+    """Print `cluster_quality` of a 2-D word map, save it as a labelled scatter plot."""
+    from llmlab.plotting import plot_scatter
+
+    scores = cluster_quality(points, groups, seed=seed)
+    print(
+        f"silhouette {scores['silhouette']:.2f} (shuffled groups {scores['silhouette_shuffled']:.2f}); "
+        f"3-NN purity {scores['knn_purity']:.2f} (shuffled {scores['knn_purity_shuffled']:.2f})"
+    )
+    path = plot_scatter(points.numpy(), png, labels=words, groups=groups, title=title)
+    print(f"wrote {path}")
+    return {**scores, "png": str(path)}

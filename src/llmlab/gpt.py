@@ -26,7 +26,7 @@ from torch import nn
 from llmlab.attention import CausalSelfAttention, KVCache
 from llmlab.checkpoint import load_model_dir, read_config, save_model_dir
 from llmlab.errors import LLMLabError
-from llmlab.positional import sinusoidal_table
+from llmlab.positional import RotaryEmbedding, sinusoidal_table
 
 
 @dataclass
@@ -62,9 +62,15 @@ class GPTConfig:
             raise LLMLabError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if not self.layer_norm_eps > 0:
             raise LLMLabError(f"GPTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
-        if self.pos_encoding not in ("learned", "sinusoidal"):
+        if self.pos_encoding not in ("learned", "sinusoidal", "rope"):
             raise LLMLabError(
-                f"GPTConfig.pos_encoding must be 'learned' or 'sinusoidal', got {self.pos_encoding!r}"
+                "GPTConfig.pos_encoding must be 'learned', 'sinusoidal' or 'rope', "
+                f"got {self.pos_encoding!r}"
+            )
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise LLMLabError(
+                f"RoPE rotates pairs of features: the head size n_embd/n_head="
+                f"{self.n_embd // self.n_head} must be even"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,8 +110,13 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache)
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -118,6 +129,8 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         if config.pos_encoding == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        elif config.pos_encoding == "rope":  # positions enter inside attention, not here
+            self.rotary = RotaryEmbedding(config.n_embd // config.n_head, config.block_size)
         else:
             self.register_buffer(
                 "pe_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False
@@ -162,11 +175,13 @@ class GPT(nn.Module):
                 f"sequence of {total} tokens is longer than the model's context "
                 f"(block_size={self.config.block_size}): crop the input"
             )
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise LLMLabError(
-                f"token ids must be in [0, {self.config.vocab_size}), got "
-                f"[{int(idx.min())}, {int(idx.max())}]: wrong tokenizer for this model?"
-            )
+        if idx.numel():
+            low, high = (int(v) for v in torch.aminmax(idx))  # one pass over the ids
+            if low < 0 or high >= self.config.vocab_size:
+                raise LLMLabError(
+                    f"token ids must be in [0, {self.config.vocab_size}), got [{low}, {high}]: "
+                    "wrong tokenizer for this model?"
+                )
 
     def forward(
         self,
@@ -180,11 +195,15 @@ class GPT(nn.Module):
         if not torch.compiler.is_compiling() and (idx.device.type == "cpu" or not self.training):
             self.check_input(idx, past)
         T = idx.shape[1]
-        pos = torch.arange(past, past + T, device=idx.device)
-        pos_emb = self.wpe(pos) if self.config.pos_encoding == "learned" else self.pe_table[pos]
-        x = self.drop(self.wte(idx) + pos_emb)
+        x, rope = self.wte(idx), None
+        if self.config.pos_encoding == "rope":
+            rope = (self.rotary.cos_table[past : past + T], self.rotary.sin_table[past : past + T])
+        else:
+            pos = torch.arange(past, past + T, device=idx.device)
+            x = x + (self.wpe(pos) if self.config.pos_encoding == "learned" else self.pe_table[pos])
+        x = self.drop(x)
         for i, block in enumerate(self.h):
-            x = block(x, kv_caches[i] if kv_caches else None)
+            x = block(x, kv_caches[i] if kv_caches else None, rope)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

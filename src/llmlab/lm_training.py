@@ -47,7 +47,7 @@ class TrainConfig:
     data_dir: str = ""
     out_dir: str = ""
     # model
-    n_layer: int = 4
+    n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 64
@@ -55,18 +55,18 @@ class TrainConfig:
     bias: bool = False
     pos_encoding: str = "learned"
     # optimisation
-    batch_size: int = 32  # per rank, per micro-step
+    batch_size: int = 16  # per rank, per micro-step
     grad_accum: int = 1
-    max_steps: int = 1000
-    lr: float = 3e-3
-    min_lr: float = 3e-4
+    max_steps: int = 3000
+    lr: float = 1e-2
+    min_lr: float = 5e-4
     warmup_steps: int = 50
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
     # evaluation and logging
-    eval_interval: int = 250
+    eval_interval: int = 500
     eval_batches: int = 20
     log_interval: int = 10
     sample_tokens: int = 200
@@ -266,7 +266,9 @@ class _Run:
                 f"last good checkpoint in {self.ckpt_dir} was kept; lower --lr or check the data"
             )
         norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            self.model.parameters(),
+            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"),
+            foreach=True,
         )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -46,9 +46,10 @@ def configure_adamw(
 ) -> torch.optim.AdamW:
     """AdamW over `decay_groups`, using the fused kernel on CUDA (one launch for all params)."""
     fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(
-        decay_groups(model, weight_decay), lr=lr, betas=betas, **({"fused": True} if fused else {})
-    )
+    # Fused: one kernel for all parameters on CUDA. Elsewhere `foreach` still batches the
+    # per-parameter updates into a few multi-tensor ops (PyTorch enables it only on CUDA).
+    extra = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, **extra)
 
 
 def lr_at(step: int, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float) -> float:

@@ -12,8 +12,7 @@ import argparse
 import torch
 
 from llmlab.cli import run
-from llmlab.embedding import cluster_quality, pca
-from llmlab.plotting import plot_scatter
+from llmlab.embedding import pca, word_map
 from llmlab.pretrained import word_embeddings
 from llmlab.runs import run_dir
 
@@ -51,25 +50,13 @@ def main(argv: list[str] | None = None) -> dict[str, float | str]:
         f"10 would explain {full_ratio[:10].sum():.1%}"
     )
 
-    scores = cluster_quality(points, groups, seed=args.seed)
-    print(
-        f"silhouette {scores['silhouette']:.2f} (shuffled groups {scores['silhouette_shuffled']:.2f}); "
-        f"3-NN purity {scores['knn_purity']:.2f} (shuffled {scores['knn_purity_shuffled']:.2f})"
-    )
     folder = run_dir("05_embeddings_and_positional_encoding", "pca_example")
-    png = plot_scatter(
-        points.numpy(),
-        folder / "pca_words.png",
-        labels=words,
-        groups=groups,
-        title=f"PCA of {args.model} token embeddings ({ratio.sum():.0%} of variance)",
-    )
-    print(f"wrote {png}")
+    title = f"PCA of {args.model} token embeddings ({ratio.sum():.0%} of variance)"
+    scores = word_map(points, words, groups, folder / "pca_words.png", title, seed=args.seed)
     return {
         "sklearn_max_diff": parity,
         "explained_variance_2d": ratio.sum().item(),
         **scores,
-        "png": str(png),
     }
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import positive_int, run
-from llmlab.embedding import cluster_quality, project_2d
+from llmlab.embedding import project_2d, word_map
 from llmlab.errors import LLMLabError
-from llmlab.plotting import plot_scatter
 from llmlab.pretrained import word_embeddings
 from llmlab.runs import run_dir
 
@@ -44,21 +43,9 @@ def main(argv: list[str] | None = None) -> dict[str, float | str]:
         f"{len(words)} single-token words in {len(set(groups))} groups, {vectors.shape[1]}-D vectors"
     )
     points = project_2d(vectors, "umap", seed=args.seed, neighbours=args.neighbours)
-    scores = cluster_quality(points, groups, seed=args.seed)
-    print(
-        f"silhouette {scores['silhouette']:.2f} (shuffled groups {scores['silhouette_shuffled']:.2f}); "
-        f"3-NN purity {scores['knn_purity']:.2f} (shuffled {scores['knn_purity_shuffled']:.2f})"
-    )
     folder = run_dir("05_embeddings_and_positional_encoding", "umap_example")
-    png = plot_scatter(
-        points.numpy(),
-        folder / "umap_words.png",
-        labels=words,
-        groups=groups,
-        title=f"UMAP of {args.model} token embeddings (n_neighbors={args.neighbours})",
-    )
-    print(f"wrote {png}")
-    return {**scores, "png": str(png)}
+    title = f"UMAP of {args.model} token embeddings (n_neighbors={args.neighbours})"
+    return word_map(points, words, groups, folder / "umap_words.png", title, seed=args.seed)
 
 
 if __name__ == "__main__":

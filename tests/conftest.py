@@ -10,15 +10,18 @@ import pytest
 import torch
 
 
+# Offline before anything imports huggingface_hub, which reads these once at import time.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point `runs/` and `data/` at session temp folders and keep everything offline."""
+    """Point `runs/` and `data/` at session temp folders."""
     os.environ["LLMLAB_RUNS"] = str(tmp_path_factory.mktemp("runs"))
     os.environ["LLMLAB_DATA"] = str(tmp_path_factory.mktemp("data"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     # Test workloads are tiny: one intra-op thread avoids thread start-up and contention
     # costs that make small-tensor loops many times slower than single-threaded.
     torch.set_num_threads(1)

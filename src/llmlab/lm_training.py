@@ -53,12 +53,12 @@ class TrainConfig:
     block_size: int = 64
     dropout: float = 0.0
     bias: bool = False
-    pos_encoding: str = "learned"
+    pos_encoding: str = "rope"
     # optimisation
     batch_size: int = 16  # per rank, per micro-step
     grad_accum: int = 1
     max_steps: int = 3000
-    lr: float = 1e-2
+    lr: float = 8e-3
     min_lr: float = 5e-4
     warmup_steps: int = 50
     weight_decay: float = 0.1

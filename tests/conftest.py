@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 # Offline before anything imports huggingface_hub, which reads these once at import time.
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_name, "1")

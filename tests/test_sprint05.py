@@ -71,9 +71,10 @@ def test_projection_scripts_reject_bad_neighbours(script, monkeypatch) -> None:
     from llmlab import pretrained
 
     fake = (torch.randn(6, 4), list("abcdef"), ["x", "x", "x", "y", "y", "y"])
+    shared = script(PKG + "_neighbour_maps")
+    monkeypatch.setattr(shared, "word_embeddings", lambda **kwargs: fake)
     for name in ("tsne_example", "umap_example"):
         module = script(PKG + name)
-        monkeypatch.setattr(module, "word_embeddings", lambda **kwargs: fake)
         with pytest.raises(LLMLabError, match="--neighbours"):
             module.main(["--neighbours", "6"])
     assert pretrained.WORD_GROUPS  # the real groups are untouched

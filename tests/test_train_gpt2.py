@@ -241,3 +241,25 @@ def test_torchrun_two_ranks_equal_one_process_with_double_batch(
     # only rank 0 writes: one TensorBoard file, one set of checkpoints
     assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["best", "last"]
+
+
+def test_out_of_memory_is_a_clear_error(
+    train_main, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def oom(self, idx, targets=None, kv_caches=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(GPT, "forward", oom)
+    with pytest.raises(LLMLabError, match="lower --batch-size and raise --grad-accum"):
+        train_main(args(data_dir, tmp_path, "--max-steps", "3"))
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(train_main, data_dir: Path, tmp_path: Path) -> None:
+    common = ["--max-steps", "4", "--eval-interval", "4", "--sample-tokens", "0"]
+    eager = train_main(args(data_dir, tmp_path / "eager", *common))
+    compiled = train_main(args(data_dir, tmp_path / "compiled", *common, "--compile"))
+    assert compiled["history"]["train_loss"] == pytest.approx(
+        eager["history"]["train_loss"], abs=1e-4
+    )
+    assert (tmp_path / "compiled" / "checkpoints" / "last" / "model.safetensors").is_file()

@@ -295,9 +295,12 @@ class _Run:
     def sample(self, n_tokens: int, seed: int = 0) -> str:
         prompt = self.tokenizer.encode(self.cfg.sample_prompt or "\n")[-self.cfg.block_size // 2 :]
         idx = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        n_tokens = min(n_tokens, self.cfg.block_size - idx.shape[1])
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        out = generate(self.model, idx, n_tokens, temperature=0.8, top_k=50, generator=gen)
+        # The KV cache stops at the context length; longer samples slide the window instead.
+        fits = idx.shape[1] + n_tokens <= self.cfg.block_size
+        out = generate(
+            self.model, idx, n_tokens, temperature=0.8, top_k=50, use_cache=fits, generator=gen
+        )
         return self.tokenizer.decode(out[0].tolist())
 
     def log(self, tag: str, value: float) -> None:
@@ -345,7 +348,16 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     interrupted = False
     try:
         while run.step < end:
-            loss, norm, lr = run.train_step()
+            try:
+                loss, norm, lr = run.train_step()
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+                    raise
+                raise LLMLabError(
+                    f"out of memory with --batch-size {cfg.batch_size} x --block-size "
+                    f"{cfg.block_size}: lower --batch-size and raise --grad-accum to keep the "
+                    "tokens per step (checkpoints already written are intact)"
+                ) from None
             steps_since += 1
             bar.update(1)
             run.history["step"].append(run.step)

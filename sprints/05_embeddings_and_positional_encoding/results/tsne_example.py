@@ -8,44 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from llmlab.cli import positive_int, run
-from llmlab.embedding import project_2d, word_map
-from llmlab.errors import LLMLabError
-from llmlab.pretrained import word_embeddings
-from llmlab.runs import run_dir
+from llmlab.cli import run
+
+from ._neighbour_maps import build_parser as _build_parser
+from ._neighbour_maps import neighbour_map
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model",
-        default="smollm2",
-        help="'smollm2' (offline, bundled), a model folder, or a hub name such as gpt2 (downloads)",
-    )
-    parser.add_argument(
-        "--neighbours",
-        type=positive_int,
-        default=10,
-        help="t-SNE perplexity: how many neighbours each word pays attention to",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of t-SNE and of the shuffled-label baseline"
-    )
-    return parser
+    return _build_parser("tsne", __doc__.splitlines()[0])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float | str]:
-    args = build_parser().parse_args(argv)
-    vectors, words, groups = word_embeddings(name_or_path=args.model)
-    if args.neighbours >= len(words):
-        raise LLMLabError(f"--neighbours must be below the number of words ({len(words)})")
-    print(
-        f"{len(words)} single-token words in {len(set(groups))} groups, {vectors.shape[1]}-D vectors"
-    )
-    points = project_2d(vectors, "tsne", seed=args.seed, neighbours=args.neighbours)
-    folder = run_dir("05_embeddings_and_positional_encoding", "tsne_example")
-    title = f"t-SNE of {args.model} token embeddings (perplexity={args.neighbours})"
-    return word_map(points, words, groups, folder / "tsne_words.png", title, seed=args.seed)
+    return neighbour_map("tsne", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -167,12 +167,6 @@ def time_side_by_side(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def flops_per_token(model: GPT, config: GPTConfig, block_size: int) -> float:
-    """Training FLOPs per token: 6 N (matmuls, forward + backward) + 12 L T d (attention)."""
-    n = model.num_parameters(non_embedding=True)
-    return 6 * n + 12 * config.n_layer * block_size * config.n_embd
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = build_parser().parse_args(argv)
     device = get_device(args.device)
@@ -205,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"{args.block_size} tokens, {args.warmup} warm-up + {args.steps} timed steps each"
         )
         seconds = time_side_by_side(steps, batches, args.warmup, args.steps, device)
-        flops = flops_per_token(ours, config, args.block_size)
+        flops = ours.flops_per_token(args.block_size)
         for model_name, s in seconds.items():
             tps = tokens_per_step / s
             results[f"{name}_{model_name}_tokens_per_s"] = tps

@@ -163,6 +163,14 @@ class GPT(nn.Module):
             n -= self.wpe.weight.numel()
         return n
 
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix:
+        6 N for the matrix products of the N non-embedding parameters, plus 12 L T d for
+        attention's scores and weighted sums over a context of T = `seq_len` tokens."""
+        c = self.config
+        T = c.block_size if seq_len is None else seq_len
+        return 6 * self.num_parameters(non_embedding=True) + 12 * c.n_layer * T * c.n_embd
+
     def check_input(self, idx: torch.Tensor, past: int = 0) -> None:
         """Raise a clear error for a too-long sequence or token ids outside the vocabulary."""
         if idx.dim() != 2:

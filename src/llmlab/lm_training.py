@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,16 +84,9 @@ class TrainConfig:
     save_checkpoints: bool = True
     progress: bool = True
     peak_tflops: float = 0.0  # >0: report model FLOPs utilisation against this peak
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
-
-
-def flops_per_token(model: GPT) -> float:
-    """Training FLOPs per token: 6 N for the matmuls (forward + backward) + attention (PaLM)."""
-    c = model.config
-    return 6 * model.num_parameters(non_embedding=True) + 12 * c.n_layer * c.n_embd * c.block_size
 
 
 def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
@@ -225,7 +218,7 @@ class _Run:
             "best_val": self.best_val,
             "history": self.history,
             "evals": self.evals,
-            "train_config": {k: v for k, v in asdict(self.cfg).items() if k != "extra"},
+            "train_config": asdict(self.cfg),
             "data_meta": {k: self.meta.get(k) for k in ("corpus", "tokenizer", "vocab_size")},
         }
         return self.model.save(self.ckpt_dir / name, training_state)
@@ -323,7 +316,7 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     run = _Run(cfg, dist)
     model, is_main = run.model, dist.is_main
     tokens_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size * cfg.block_size
-    fpt = flops_per_token(model)
+    fpt = model.flops_per_token()
     end = min(cfg.max_steps, cfg.stop_at_step) if cfg.stop_at_step > 0 else cfg.max_steps
     start_step = run.step
     if is_main:
@@ -345,7 +338,6 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     t_start = time.perf_counter()
     t_last, steps_since, train_seconds = t_start, 0, 0.0
     loss = float("nan")
-    interrupted = False
     try:
         while run.step < end:
             try:
@@ -399,19 +391,18 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
                     run.save("best")
                 run.save("last")
                 t_last += time.perf_counter() - t_eval  # evaluation is not training time
-    except KeyboardInterrupt:
-        interrupted = True
+    except BaseException as exc:
         bar.close()
-        saved = run.save("last")
-        if is_main:
-            print(
-                f"\ninterrupted at step {run.step}: saved {saved}; continue with --resume {saved}"
-            )
-        raise
-    finally:
-        bar.close()
-        if run.writer is not None and interrupted:
+        if isinstance(exc, KeyboardInterrupt):
+            saved = run.save("last")
+            if is_main:
+                print(
+                    f"\ninterrupted at step {run.step}: saved {saved}; continue with --resume {saved}"
+                )
+        if run.writer is not None:  # flush what was logged, whatever stopped the run
             run.writer.close()
+        raise
+    bar.close()
     wall = time.perf_counter() - t_start
     trained = run.step - start_step
     summary: dict[str, Any] = {
@@ -458,7 +449,5 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
         if run.writer is not None:
             run.writer.add_text("samples/final", summary["sample"], run.step)
             run.writer.close()
-        (run.out / "summary.json").write_text(
-            json.dumps({k: v for k, v in summary.items()}, indent=2, default=str)
-        )
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

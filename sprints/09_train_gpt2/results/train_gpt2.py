@@ -193,7 +193,7 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
         **{
             k: v
             for k, v in values.items()
-            if k in names and k not in ("data_dir", "out_dir", "resume", "extra")
+            if k in names and k not in ("data_dir", "out_dir", "resume")
         }
     )
     cfg.final_eval = not args.no_final_eval

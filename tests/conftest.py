@@ -16,11 +16,22 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point `runs/` and `data/` at session temp folders."""
+    """Point `runs/` and `data/` at session temp folders.
+
+    A SmolLM2 folder already converted in the checkout's `data/` is linked in (read-only
+    use), so a developer's test runs skip the conversion; a fresh clone converts once.
+    """
     os.environ["LLMLAB_RUNS"] = str(tmp_path_factory.mktemp("runs"))
-    os.environ["LLMLAB_DATA"] = str(tmp_path_factory.mktemp("data"))
+    data = tmp_path_factory.mktemp("data")
+    os.environ["LLMLAB_DATA"] = str(data)
+    converted = REPO / "data" / "smollm2-135m-instruct"
+    if (converted / "config.json").is_file() and (converted / "model.safetensors").is_file():
+        (data / converted.name).symlink_to(converted, target_is_directory=True)
     # Test workloads are tiny: one intra-op thread avoids thread start-up and contention
     # costs that make small-tensor loops many times slower than single-threaded.
     torch.set_num_threads(1)
@@ -40,4 +51,42 @@ def script():
     return load_script
 
 
-REPO = Path(__file__).resolve().parents[1]
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of SmolLM2-135M-Instruct, loaded once per test session (eval mode).
+
+    Shared by every test that needs the real model: do not train or modify it in place
+    (`copy.deepcopy` it first).
+    """
+    from llmlab.pretrained import load_pretrained
+
+    return load_pretrained("smollm2")
+
+
+@pytest.fixture(scope="session")
+def sprint09_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny sprint-09 run folder (char-level GPT, 30 steps) under the session's `runs/`,
+    so `llmlab.pretrained.latest_run_checkpoint()` finds it like a learner's real run."""
+    from llmlab.data.shakespeare import prepare
+    from llmlab.lm_training import TrainConfig, train
+    from llmlab.runs import run_dir
+
+    out = run_dir("09_train_gpt2", "train_gpt2", "20000101-000000-test")
+    cfg = TrainConfig(
+        data_dir=str(prepare("tiny", "char")),
+        out_dir=str(out),
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        block_size=32,
+        batch_size=4,
+        max_steps=30,
+        warmup_steps=2,
+        eval_interval=30,
+        eval_batches=2,
+        sample_tokens=0,
+        final_eval=False,
+        progress=False,
+    )
+    train(cfg)
+    return out

@@ -48,11 +48,6 @@ def test_unknown_model_name_is_a_clear_error() -> None:
         pretrained.load_tokenizer("no-such-user/no-such-model-xyz")
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return pretrained.load_pretrained("smollm2")
-
-
 @pytest.mark.slow
 def test_converted_folder_is_complete_and_reused(smollm2) -> None:
     folder = pretrained.smollm2_dir(convert=False)
@@ -95,3 +90,22 @@ def test_token_embeddings_equal_the_models_and_words_are_single_tokens(smollm2) 
     token = pretrained.single_token_id(tokenizer, "Monday")
     torch.testing.assert_close(vectors[words.index("Monday")], table[token])
     assert pretrained.single_token_id(tokenizer, "antidisestablishmentarianism") is None
+
+
+def test_sprint09_run_loads_with_its_tokenizer(sprint09_run) -> None:
+    folder = pretrained.latest_run_checkpoint()
+    assert folder.parent.parent == sprint09_run
+    assert (folder / "tokenizer_meta.json").is_file()
+    model, tokenizer = pretrained.load_gpt_checkpoint("sprint09")
+    ids = tokenizer.encode("ROMEO:")
+    assert tokenizer.decode(ids) == "ROMEO:"
+    logits, _ = model(torch.tensor([ids]))
+    assert logits.shape == (1, len(ids), model.config.vocab_size)
+    # A run folder and the checkpoint folder itself give the same model.
+    again, _ = pretrained.load_gpt_checkpoint(sprint09_run)
+    assert torch.equal(again.wte.weight, model.wte.weight)
+
+
+def test_not_a_checkpoint_folder_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(LLMLabError, match="not an llmlab checkpoint"):
+        pretrained.load_gpt_checkpoint(tmp_path)

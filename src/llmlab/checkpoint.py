@@ -30,6 +30,7 @@ from llmlab.errors import LLMLabError
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.pt"
+TOKENIZER_FILE = "tokenizer_meta.json"  # which tokenizer the model reads (sprint 09 runs)
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
@@ -129,11 +130,13 @@ def save_model_dir(
     model: nn.Module,
     config: dict[str, Any],
     training_state: dict[str, Any] | None = None,
+    extra_json: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model.safetensors` + `config.json` (+ `training.pt`) as one atomic swap.
 
-    The files go into a temporary sibling folder that then replaces `directory`, so readers
-    see either the old complete checkpoint or the new complete one.
+    `extra_json` maps more file names to JSON-able objects written beside them (e.g. the
+    tokenizer description of a run). The files go into a temporary sibling folder that then
+    replaces `directory`, so readers see either the old complete checkpoint or the new one.
     """
     from safetensors.torch import save_model
 
@@ -145,6 +148,8 @@ def save_model_dir(
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_FILE)
+        for name, obj in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True))
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.attention import CausalSelfAttention, KVCache
-from llmlab.checkpoint import load_model_dir, read_config, save_model_dir
+from llmlab.checkpoint import TOKENIZER_FILE, load_model_dir, read_config, save_model_dir
 from llmlab.errors import LLMLabError
 from llmlab.positional import RotaryEmbedding, sinusoidal_table
 
@@ -222,9 +222,16 @@ class GPT(nn.Module):
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def save(self, directory: Path | str, training_state: dict[str, Any] | None = None) -> Path:
-        """Write `model.safetensors` + `config.json` (+ `training.pt`) atomically into `directory`."""
-        return save_model_dir(directory, self, self.config.to_dict(), training_state)
+    def save(
+        self,
+        directory: Path | str,
+        training_state: dict[str, Any] | None = None,
+        tokenizer_meta: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write `model.safetensors` + `config.json` (+ `training.pt`, + `tokenizer_meta.json`:
+        which tokenizer the model reads) atomically into `directory`."""
+        extra = {TOKENIZER_FILE: tokenizer_meta} if tokenizer_meta is not None else None
+        return save_model_dir(directory, self, self.config.to_dict(), training_state, extra)
 
     @classmethod
     def load_with_state(

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from llmlab.checkpoint import load_model_dir, read_config
 from llmlab.data.lm_dataset import check_length, get_batch
-from llmlab.data.shakespeare import load_prepared, tokenizer_from_meta
+from llmlab.data.shakespeare import load_prepared, tokenizer_from_meta, tokenizer_meta
 from llmlab.device import get_device, seed_everything
 from llmlab.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from llmlab.errors import LLMLabError
@@ -221,7 +221,7 @@ class _Run:
             "train_config": asdict(self.cfg),
             "data_meta": {k: self.meta.get(k) for k in ("corpus", "tokenizer", "vocab_size")},
         }
-        return self.model.save(self.ckpt_dir / name, training_state)
+        return self.model.save(self.ckpt_dir / name, training_state, tokenizer_meta(self.meta))
 
     # -- one optimiser step --------------------------------------------------------------
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:

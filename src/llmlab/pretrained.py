@@ -14,6 +14,9 @@ slowly; so we convert it ONCE into a normal Hugging Face folder (`model.safetens
   straight from the safetensors file without building the model.
 - `WORD_GROUPS`, `single_token_id`, `word_embeddings`: the vectors of single-token words,
   grouped by meaning, for the embedding pictures of sprint 05.
+- Your own model: `latest_run_checkpoint()` finds the newest sprint-09 checkpoint under
+  `runs/`, and `load_gpt_checkpoint(path)` gives back (llmlab `GPT`, its tokenizer) from a
+  checkpoint folder or a run folder (sprints 10-17 reuse the model you trained).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from typing import Any
 import torch
 
 from llmlab.errors import LLMLabError
-from llmlab.paths import data_dir
+from llmlab.paths import data_dir, runs_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 OFFLINE_NAME = "smollm2"
+SPRINT09_NAME = "sprint09"  # the newest run of sprint 09's train_gpt2
+SPRINT09_RUNS = ("09_train_gpt2", "train_gpt2")
 
 # Words grouped by meaning; `word_embeddings` keeps those that are one token (with a leading
 # space, as they appear mid-sentence) in the model's vocabulary.
@@ -218,3 +223,68 @@ def word_embeddings(
     if not ids:
         raise LLMLabError("none of the words is a single token: choose other words")
     return table[torch.tensor(ids)].float(), words, labels
+
+
+# --- your own sprint-09 model ------------------------------------------------------------------
+
+
+def _checkpoint_folder(path: Path, which: str = "best") -> Path:
+    """A checkpoint folder from itself or from a run folder (`<run>/checkpoints/<which>`)."""
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    for candidate in (path / "checkpoints" / which, path / "checkpoints" / "last"):
+        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    raise LLMLabError(
+        f"{path} is not an llmlab checkpoint (no config.json + model.safetensors) nor a run "
+        "folder with checkpoints/best: pass the folder a sprint-09 run wrote"
+    )
+
+
+def latest_run_checkpoint(which: str = "best") -> Path:
+    """The `checkpoints/<which>` folder of the newest finished sprint-09 run under `runs/`."""
+    root = runs_dir().joinpath(*SPRINT09_RUNS)
+    runs = sorted(root.glob("*/checkpoints"), reverse=True) if root.is_dir() else []
+    for ckpt in runs:  # newest first (run folders are named by time)
+        try:
+            return _checkpoint_folder(ckpt.parent, which)
+        except LLMLabError:
+            continue
+    raise LLMLabError(
+        f"no sprint-09 model found under {root}: train one first with "
+        "`uv run python -m sprints.09_train_gpt2.results.train_gpt2` (about 3 minutes)"
+    )
+
+
+def checkpoint_tokenizer(folder: Path | str):
+    """The tokenizer a checkpoint's model reads: `tokenizer_meta.json` beside the weights, or
+    (older runs) the `meta.json` of the dataset named in `training.pt`."""
+    from llmlab.checkpoint import TOKENIZER_FILE, TRAINING_FILE
+    from llmlab.data.shakespeare import tokenizer_from_meta
+
+    folder = Path(folder)
+    meta_path = folder / TOKENIZER_FILE
+    if not meta_path.is_file() and (folder / TRAINING_FILE).is_file():
+        state = torch.load(folder / TRAINING_FILE, map_location="cpu", weights_only=True)
+        data_dir_ = state.get("train_config", {}).get("data_dir", "")
+        meta_path = Path(data_dir_) / "meta.json"
+    if not meta_path.is_file():
+        raise LLMLabError(
+            f"{folder} does not say which tokenizer its model reads (no {TOKENIZER_FILE}): "
+            "re-save it from a training run"
+        )
+    import json
+
+    return tokenizer_from_meta(json.loads(meta_path.read_text(encoding="utf-8")))
+
+
+def load_gpt_checkpoint(path: Path | str | None = None, which: str = "best"):
+    """(llmlab `GPT` in eval mode, tokenizer) from a checkpoint folder, a run folder, or
+    (None / "sprint09") the newest sprint-09 run."""
+    from llmlab.gpt import GPT
+
+    if path is None or str(path).lower() == SPRINT09_NAME:
+        folder = latest_run_checkpoint(which)
+    else:
+        folder = _checkpoint_folder(Path(path), which)
+    return GPT.load(folder).eval(), checkpoint_tokenizer(folder)

@@ -7,7 +7,8 @@
 - `prepare(corpus, tokenizer, source)`: split 90 % / 10 % by characters, tokenise (char-level
   or GPT-2 BPE) and write `train.bin`, `val.bin` (uint16 token ids) and `meta.json`.
 - `load_prepared(path)`: the two token files as read-only `np.memmap`s, plus the metadata;
-  `tokenizer_from_meta(meta)` gives back the tokenizer that wrote them.
+  `tokenizer_from_meta(meta)` gives back the tokenizer that wrote them; `tokenizer_meta(meta)`
+  is the part of the metadata saved with every checkpoint for that purpose.
 
 `sprints/09_train_gpt2/notes/01_data_pipeline.md` explains the choices; `data/README.md`
 says where each file comes from.
@@ -254,6 +255,13 @@ def _check_prepared(path: Path) -> dict[str, Any]:
     return meta
 
 
+def tokenizer_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of a dataset's metadata that rebuilds its tokenizer (saved with checkpoints,
+    so a model folder is usable without the data it was trained on)."""
+    keys = ("tokenizer", "chars", "vocab_size", "eot_id", "corpus")
+    return {k: meta[k] for k in keys if k in meta}
+
+
 def tokenizer_from_meta(meta: dict[str, Any]) -> CharTokenizer | BPETokenizer:
     """The tokenizer a prepared dataset was written with (to decode samples of a model)."""
     kind = meta.get("tokenizer")
@@ -285,4 +293,5 @@ __all__ = [
     "play_files",
     "prepare",
     "tokenizer_from_meta",
+    "tokenizer_meta",
 ]

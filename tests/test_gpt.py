@@ -86,8 +86,8 @@ def test_from_hf_state_dict_needs_n_head() -> None:
 
 
 def test_non_gpt2_shapes_do_not_convert() -> None:
-    with pytest.raises(LLMLabError, match="learned"):
-        GPT(GPTConfig(**{**TINY.to_dict(), "pos_encoding": "sinusoidal"})).to_hf()
+    # (Exporting goes every way since sprint 10: see tests/test_hf_export.py. Importing
+    # a GPT-2 whose MLP differs from ours must still refuse.)
     hf_relu = GPT2LMHeadModel(
         GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, activation_function="relu")
     )

@@ -16,7 +16,8 @@ The efficient path (what `llmlab.gpt` uses):
 - `CausalSelfAttention`: one fused QKV projection and PyTorch's
   `F.scaled_dot_product_attention` (flash / memory-efficient kernels where available),
   with an optional `KVCache` for incremental decoding.
-- `KVCache`: keys and values of past positions, appended to at each decoding step.
+- `KVCache`: keys and values of past positions, appended to at each decoding step; dynamic
+  (concatenate) or static (pre-allocated, written in place: sprint 10's fast decoding).
 """
 
 from __future__ import annotations
@@ -129,23 +130,63 @@ def scaled_dot_product_attention(
 
 
 class KVCache:
-    """Past keys and values of one attention layer, shape (batch, heads, length, head_dim)."""
+    """Past keys and values of one attention layer, shape (batch, heads, length, head_dim).
 
-    def __init__(self) -> None:
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+    Two storage strategies, same interface:
+    - dynamic (`max_len=None`): each `append` concatenates, i.e. copies everything so far
+      (simple; the cost of step t grows with t);
+    - static (`max_len=N`): buffers for N positions are allocated on the first `append` and
+      each step writes only its new slice in place (what fast decoders do; sprint 10).
+    """
+
+    def __init__(self, max_len: int | None = None) -> None:
+        if max_len is not None and max_len <= 0:
+            raise LLMLabError(f"KVCache max_len must be positive, got {max_len}")
+        self.max_len = max_len
+        self.length = 0
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[-2]
+        return self.length
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add the new positions' keys/values and return all keys/values so far."""
-        if self.k is None:
-            self.k, self.v = k, v
+        new = k.shape[-2]
+        if self.max_len is None:
+            if self._k is None:
+                self._k, self._v = k, v
+            else:
+                self._k = torch.cat([self._k, k], dim=-2)
+                self._v = torch.cat([self._v, v], dim=-2)
         else:
-            self.k = torch.cat([self.k, k], dim=-2)
-            self.v = torch.cat([self.v, v], dim=-2)
+            if self.length + new > self.max_len:
+                raise LLMLabError(
+                    f"KVCache holds at most {self.max_len} positions, got {self.length + new}: "
+                    "create it with a larger max_len"
+                )
+            if self._k is None:
+                shape = (*k.shape[:-2], self.max_len, k.shape[-1])
+                self._k = k.new_empty(shape)
+                self._v = v.new_empty((*v.shape[:-2], self.max_len, v.shape[-1]))
+            self._k[:, :, self.length : self.length + new] = k
+            self._v[:, :, self.length : self.length + new] = v
+        self.length += new
         return self.k, self.v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (in that order): beam search moves caches with their beams."""
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -297,8 +338,11 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         kv_cache: KVCache | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`rope`: (cos, sin) of this call's positions, (T, head_dim) each, to rotate q and k."""
+        """`rope`: (cos, sin) of this call's positions, (T, head_dim) or (B, T, head_dim), to
+        rotate q and k. `attn_mask`: boolean (B, 1, T, past + T), True = may attend, replacing
+        the causal mask (e.g. causal AND not padding); None = plain causal attention."""
         B, T, C = x.shape
         # (B, T, 3C) -> three (B, n_head, T, head_dim) tensors
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
@@ -309,14 +353,17 @@ class CausalSelfAttention(nn.Module):
             past = len(kv_cache)
             k, v = kv_cache.append(k, v)
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
+        if attn_mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif T == 1:  # one new query may see every cached key: no mask to build (decoding)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         else:
             # New query i sits at absolute position past + i and may see keys 0..past + i.
             # (`is_causal` aligns the mask top-left, which is wrong once a cache exists.)
-            key_pos = torch.arange(past + T, device=x.device)
-            query_pos = torch.arange(past, past + T, device=x.device)
-            mask = key_pos[None, :] <= query_pos[:, None]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=causal_mask(T, x.device, past=past), dropout_p=dropout_p
+            )
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))

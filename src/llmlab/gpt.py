@@ -7,7 +7,8 @@
   the token embedding, GPT-2 initialisation; `forward(idx, targets, kv_caches)` ->
   (logits, loss).
 - Checkpoints: `GPT.save(dir)` / `GPT.load(dir)` (safetensors weights + config JSON).
-- Hugging Face: `GPT.from_hf(model_or_state_dict)`, `GPT.to_hf()`, `GPT.from_pretrained("gpt2")`.
+- Hugging Face: `GPT.from_hf(model_or_state_dict)`, `GPT.from_pretrained("gpt2")`, and
+  `GPT.to_hf()` (every position type; the mapping lives in `llmlab.hf_export`, sprint 10).
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ class Block(nn.Module):
         x: torch.Tensor,
         kv_cache: KVCache | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache, rope)
+        x = x + self.attn(self.ln_1(x), kv_cache, rope, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -196,22 +198,45 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         kv_caches: list[KVCache] | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab) and, with targets, the mean cross-entropy (ignore_index=-1)."""
+        """Logits (B, T, vocab) and, with targets, the mean cross-entropy (ignore_index=-1).
+
+        Batched generation (sprint 10) adds three optional inputs, as Hugging Face models do:
+        `attention_mask` (B, past + T), 1 for real tokens and 0 for padding, over the cached
+        and the new positions; `position_ids` (B, T), each token's position in its own
+        sequence (left-padded rows start later); `logits_to_keep=k` computes the LM head for
+        the last k positions only (decoding needs 1; the head is the widest matrix).
+        """
         past = len(kv_caches[0]) if kv_caches else 0
         # The range check reads idx on the host: skip it in the GPU training hot path.
         if not torch.compiler.is_compiling() and (idx.device.type == "cpu" or not self.training):
             self.check_input(idx, past)
         T = idx.shape[1]
         x, rope = self.wte(idx), None
-        if self.config.pos_encoding == "rope":
-            rope = (self.rotary.cos_table[past : past + T], self.rotary.sin_table[past : past + T])
+        if position_ids is None:
+            if self.config.pos_encoding == "rope":
+                cos, sin = self.rotary.cos_table, self.rotary.sin_table
+                rope = (cos[past : past + T], sin[past : past + T])
+            else:
+                pos = torch.arange(past, past + T, device=idx.device)
+        elif self.config.pos_encoding == "rope":  # per-row positions: (B, T, head_dim) tables
+            rope = (self.rotary.cos_table[position_ids], self.rotary.sin_table[position_ids])
         else:
-            pos = torch.arange(past, past + T, device=idx.device)
-            x = x + (self.wpe(pos) if self.config.pos_encoding == "learned" else self.pe_table[pos])
+            pos = position_ids
+        if self.config.pos_encoding == "learned":
+            x = x + self.wpe(pos)
+        elif self.config.pos_encoding == "sinusoidal":
+            x = x + self.pe_table[pos]
         x = self.drop(x)
+        mask = None if attention_mask is None else _padded_causal_mask(attention_mask, T)
         for i, block in enumerate(self.h):
-            x = block(x, kv_caches[i] if kv_caches else None, rope)
+            x = block(x, kv_caches[i] if kv_caches else None, rope, mask)
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
@@ -280,37 +305,11 @@ class GPT(nn.Module):
         return model.to(next(iter(state.values())).device)
 
     def to_hf(self) -> nn.Module:
-        """A Hugging Face `GPT2LMHeadModel` with this model's weights (the inverse of `from_hf`)."""
-        from transformers import GPT2Config, GPT2LMHeadModel
+        """This model as a `transformers` model with the same weights (see `llmlab.hf_export`):
+        `GPT2LMHeadModel` for learned/sinusoidal positions, `GPTNeoXForCausalLM` for RoPE."""
+        from llmlab.hf_export import to_hf_model
 
-        c = self.config
-        if c.pos_encoding != "learned" or not c.bias:
-            raise LLMLabError(
-                "only GPT-2-shaped models convert to Hugging Face: "
-                "pos_encoding='learned' and bias=True"
-            )
-        eot = 50256 if c.vocab_size > 50256 else None  # GPT-2's <|endoftext|>, if it exists
-        hf_config = GPT2Config(
-            vocab_size=c.vocab_size,
-            n_positions=c.block_size,
-            n_embd=c.n_embd,
-            n_layer=c.n_layer,
-            n_head=c.n_head,
-            n_inner=None,  # 4 * n_embd, as our MLP
-            activation_function="gelu_new",  # tanh-approximated GELU, as our MLP
-            resid_pdrop=c.dropout,
-            embd_pdrop=c.dropout,
-            attn_pdrop=c.dropout,
-            layer_norm_epsilon=c.layer_norm_eps,
-            bos_token_id=eot,
-            eos_token_id=eot,
-        )
-        hf = GPT2LMHeadModel(hf_config)
-        missing, unexpected = hf.load_state_dict(_ours_to_hf(self.state_dict()), strict=False)
-        missing = [k for k in missing if not k.endswith(_HF_BUFFERS)]
-        if missing or unexpected:
-            raise LLMLabError(f"to_hf: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return hf.to(self.wte.weight.device).train(self.training)
+        return to_hf_model(self)
 
     @classmethod
     def from_pretrained(cls, model_type: str = "gpt2") -> GPT:
@@ -326,6 +325,18 @@ class GPT(nn.Module):
                 "check the name and your network, or use a local checkpoint"
             ) from None
         return cls.from_hf(hf)
+
+
+def _padded_causal_mask(attention_mask: torch.Tensor, new: int) -> torch.Tensor:
+    """(B, S) 1/0 key mask over past + new positions -> (B, 1, new, S) boolean attention mask:
+    causal AND real key. A padding query would see no key at all (softmax of nothing = NaN,
+    which then leaks through the values into later layers), so every query also sees itself."""
+    keys = attention_mask.shape[1]
+    query_pos = torch.arange(keys - new, keys, device=attention_mask.device)[:, None]
+    key_pos = torch.arange(keys, device=attention_mask.device)[None, :]
+    causal = key_pos <= query_pos  # (new, S)
+    mask = causal & attention_mask.bool()[:, None, :]  # (B, new, S)
+    return (mask | (key_pos == query_pos))[:, None]
 
 
 # GPT-2 was written in TensorFlow and Hugging Face's port keeps its `Conv1D` layers, which store
@@ -346,16 +357,6 @@ def _hf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "lm_head.weight" in out and not torch.equal(out["lm_head.weight"], out["wte.weight"]):
         raise LLMLabError("this Hugging Face model has an untied LM head; GPT ties it to wte")
     out["lm_head.weight"] = out["wte.weight"]
-    return out
-
-
-def _ours_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {
-        f"transformer.{key}": value.t() if key.endswith(_CONV1D) else value
-        for key, value in state.items()
-        if key != "lm_head.weight"
-    }
-    out["lm_head.weight"] = state["wte.weight"]
     return out
 
 

@@ -8,7 +8,9 @@ slowly; so we convert it ONCE into a normal Hugging Face folder (`model.safetens
 - `smollm2_gguf_path()`: the GGUF file inside the installed package.
 - `smollm2_dir(convert=True)`: the converted folder, converting on first use (atomically).
 - `load_pretrained(name_or_path="smollm2")`: (model, tokenizer); "smollm2" is the offline
-  default, a local folder loads from disk, any other name (e.g. "gpt2") goes to the hub.
+  default, "sprint09" (or an llmlab checkpoint/run folder) is your own model exported to
+  Hugging Face format, a local folder loads from disk, any other name (e.g. "gpt2") goes to
+  the hub.
 - `load_tokenizer(name_or_path="smollm2")`: the tokenizer alone.
 - `token_embeddings(name_or_path="smollm2")`: the (vocab, dim) input-embedding matrix, read
   straight from the safetensors file without building the model.
@@ -135,9 +137,20 @@ def smollm2_dir(convert: bool = True) -> Path:
 
 
 def _resolve(name_or_path: str | Path) -> str:
-    if str(name_or_path).lower() == OFFLINE_NAME:
+    """A folder or hub name `transformers` can load: "smollm2" is converted once from the
+    GGUF; "sprint09" and llmlab checkpoint or run folders are exported to Hugging Face format
+    (cached in `<checkpoint>/hf`)."""
+    name = str(name_or_path)
+    if name.lower() == OFFLINE_NAME:
         return str(smollm2_dir())
-    return str(name_or_path)
+    if name.lower() == SPRINT09_NAME or _is_llmlab_checkpoint(Path(name)) or (
+        Path(name, "checkpoints").is_dir()
+    ):
+        from llmlab.hf_export import ensure_export
+
+        folder = latest_run_checkpoint() if name.lower() == SPRINT09_NAME else Path(name)
+        return str(ensure_export(folder))
+    return name
 
 
 def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
@@ -166,9 +179,12 @@ def load_pretrained(
 ):
     """(model, tokenizer) for causal language modelling, the model in eval mode on `device`.
 
-    "smollm2" (default) is SmolLM2-135M-Instruct, converted once from the bundled GGUF; a
-    local folder (e.g. a model you saved with `save_pretrained`) loads from disk; any other
-    name, such as "gpt2", is downloaded from the Hugging Face hub (needs internet).
+    One loader, three sources, all through `transformers`' Auto classes:
+    "smollm2" (default) is SmolLM2-135M-Instruct, converted once from the bundled GGUF;
+    "sprint09", an llmlab checkpoint folder or a sprint-09 run folder is your own model,
+    exported once to Hugging Face format (`llmlab.hf_export`); any other local folder (e.g. a
+    model you saved with `save_pretrained`) loads from disk; any other name, such as "gpt2",
+    is downloaded from the Hugging Face hub (needs internet; never used by default).
     """
     from transformers import AutoModelForCausalLM
 
@@ -228,12 +244,25 @@ def word_embeddings(
 # --- your own sprint-09 model ------------------------------------------------------------------
 
 
-def _checkpoint_folder(path: Path, which: str = "best") -> Path:
+def _is_llmlab_checkpoint(path: Path) -> bool:
+    """An llmlab model folder: weights + a GPTConfig (a Hugging Face config has model_type)."""
+    config = path / "config.json"
+    if not (config.is_file() and (path / "model.safetensors").is_file()):
+        return False
+    try:
+        import json
+
+        return "model_type" not in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def checkpoint_folder(path: Path, which: str = "best") -> Path:
     """A checkpoint folder from itself or from a run folder (`<run>/checkpoints/<which>`)."""
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+    if _is_llmlab_checkpoint(path):
         return path
     for candidate in (path / "checkpoints" / which, path / "checkpoints" / "last"):
-        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
+        if _is_llmlab_checkpoint(candidate):
             return candidate
     raise LLMLabError(
         f"{path} is not an llmlab checkpoint (no config.json + model.safetensors) nor a run "
@@ -247,7 +276,7 @@ def latest_run_checkpoint(which: str = "best") -> Path:
     runs = sorted(root.glob("*/checkpoints"), reverse=True) if root.is_dir() else []
     for ckpt in runs:  # newest first (run folders are named by time)
         try:
-            return _checkpoint_folder(ckpt.parent, which)
+            return checkpoint_folder(ckpt.parent, which)
         except LLMLabError:
             continue
     raise LLMLabError(
@@ -286,5 +315,5 @@ def load_gpt_checkpoint(path: Path | str | None = None, which: str = "best"):
     if path is None or str(path).lower() == SPRINT09_NAME:
         folder = latest_run_checkpoint(which)
     else:
-        folder = _checkpoint_folder(Path(path), which)
+        folder = checkpoint_folder(Path(path), which)
     return GPT.load(folder).eval(), checkpoint_tokenizer(folder)

@@ -85,7 +85,7 @@ def test_bad_arguments_are_clear_errors(model: GPT) -> None:
     with pytest.raises(LLMLabError, match="temperature"):
         generate(model, idx[:, :2], 3, temperature=0.0)
     with pytest.raises(LLMLabError, match="top_k"):
-        generate(model, idx[:, :2], 3, top_k=0)
+        generate(model, idx[:, :2], 3, top_k=-1)  # (0 turns top-k off, as in transformers)
     with pytest.raises(LLMLabError, match="top_p"):
         generate(model, idx[:, :2], 3, top_p=1.5)
     with pytest.raises(LLMLabError, match="batch, time"):

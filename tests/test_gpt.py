@@ -229,3 +229,10 @@ def test_rope_option_matches_llama_rotation_and_caches_exactly() -> None:
     y = x.clone()
     y[0, [2, 5]] = x[0, [5, 2]]
     assert not torch.allclose(model(x)[0][0, -1], model(y)[0][0, -1])
+
+
+def test_a_text_file_as_training_state_is_a_clear_error(tmp_path) -> None:
+    folder = GPT(TINY).save(tmp_path / "ckpt")
+    (folder / "training.pt").write_text("hello")
+    with pytest.raises(LLMLabError, match="not a checkpoint"):
+        GPT.load_with_state(folder)

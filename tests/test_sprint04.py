@@ -213,3 +213,16 @@ def test_default_run_reaches_95_percent() -> None:
     """The README's first command, exactly as a learner runs it (~1 min on a 2-core CPU)."""
     result = load_script(f"{PKG}.train_mnist_cnn").main([])
     assert result["test_accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("flag", ["--eval-checkpoint", "--resume"])
+def test_a_text_file_passed_as_checkpoint_is_a_one_line_error(tmp_path, capsys, flag) -> None:
+    # A file that is not a checkpoint at all: torch.load raises an UnpicklingError, which
+    # must become the one-line error too (it used to escape as a traceback).
+    mod = load_script(f"{PKG}.train_mnist_cnn")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    code = _exit_code(mod.main, [flag, str(text), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not a checkpoint" in err[0]
+    assert text.read_text() == "not a checkpoint\n" and not (tmp_path / "r").exists()

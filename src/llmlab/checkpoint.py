@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,17 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` with a one-line error for a missing, truncated or
+    foreign file (a text file passed as a checkpoint ends here, not in a traceback)."""
     if not path.is_file():
         raise LLMLabError(f"checkpoint {path} does not exist: check the path or train first")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    # A file that is not a checkpoint (a text file, say) fails inside the unpickler with
+    # whatever its bytes trigger (UnpicklingError, KeyError, EOFError, ...); weights_only
+    # means none of its code ran, so every failure here is "not a readable checkpoint".
+    except Exception as exc:
         raise LLMLabError(
             f"checkpoint {path} is unreadable (truncated or not a checkpoint: {str(exc)[:80]}); "
             "delete it and train again"
@@ -108,7 +112,7 @@ def load_checkpoint(
     untouched in those cases.
     """
     path = Path(path)
-    payload = _torch_load(path, map_location)
+    payload = read_torch_file(path, map_location)
     if not isinstance(payload, dict) or "model" not in payload:
         raise LLMLabError(f"{path} is not an llmlab checkpoint (no model weights inside)")
     saved_class = payload.get("model_class")
@@ -205,5 +209,5 @@ def load_model_dir(
         )
     training = directory / TRAINING_FILE
     if training.is_file():
-        return _torch_load(training, map_location)
+        return read_torch_file(training, map_location)
     return None

@@ -288,13 +288,13 @@ def latest_run_checkpoint(which: str = "best") -> Path:
 def checkpoint_tokenizer(folder: Path | str):
     """The tokenizer a checkpoint's model reads: `tokenizer_meta.json` beside the weights, or
     (older runs) the `meta.json` of the dataset named in `training.pt`."""
-    from llmlab.checkpoint import TOKENIZER_FILE, TRAINING_FILE
+    from llmlab.checkpoint import TOKENIZER_FILE, TRAINING_FILE, read_torch_file
     from llmlab.data.shakespeare import tokenizer_from_meta
 
     folder = Path(folder)
     meta_path = folder / TOKENIZER_FILE
     if not meta_path.is_file() and (folder / TRAINING_FILE).is_file():
-        state = torch.load(folder / TRAINING_FILE, map_location="cpu", weights_only=True)
+        state = read_torch_file(folder / TRAINING_FILE)
         data_dir_ = state.get("train_config", {}).get("data_dir", "")
         meta_path = Path(data_dir_) / "meta.json"
     if not meta_path.is_file():

@@ -25,12 +25,16 @@ Decoding loops:
   `generate(num_beams=k, do_sample=False)` including length penalty and EOS handling.
 - `stream(model, tokenizer, idx, ...)`: a generator of text pieces, holding back a piece
   that ends inside a multi-byte character.
+- `stream_transformers(model, tokenizer, input_ids, ...)`: the same for `transformers`' own
+  `generate`, via `TextIteratorStreamer` and a thread; a stopping criterion tied to a
+  `threading.Event` ends `generate` when the consumer stops (closing the stream is enough).
 
 The notes of sprint 10 (`sprints/10_pretrained_generation_demo/notes/`) derive each strategy.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -484,6 +488,63 @@ def stream(
 
 def _is_llmlab_tokenizer(tokenizer: Any) -> bool:
     return type(tokenizer).__module__.startswith("llmlab.")
+
+
+def stream_transformers(
+    model: nn.Module,
+    tokenizer: Any,
+    input_ids: torch.Tensor,
+    *,
+    stop_event: threading.Event | None = None,
+    timeout: float | None = 300.0,
+    **generate_kwargs: Any,
+) -> Iterator[str]:
+    """Yield text pieces while `model.generate` runs in a background thread.
+
+    `generate` blocks until the last token, so it runs in a thread and hands decoded pieces
+    over through a `TextIteratorStreamer` (a queue). Stopping is cooperative: a stopping
+    criterion reads `stop_event` before every token. Closing this generator (the consumer
+    went away: a Stop button, a closed browser tab) stops `generate` the same way and waits
+    for the thread, so no `generate` keeps running on its own. An exception in `generate` is re-raised here.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    stop = stop_event if stop_event is not None else threading.Event()
+    closed = threading.Event()  # the consumer went away (kept apart from the caller's event)
+
+    class StopOnEvent(StoppingCriteria):
+        def __call__(self, ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            done = stop.is_set() or closed.is_set()
+            return torch.full((ids.shape[0],), done, dtype=torch.bool, device=ids.device)
+
+    streamer = TextIteratorStreamer(
+        tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout
+    )
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            model.generate(
+                input_ids=input_ids,
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
+                **generate_kwargs,
+            )
+        except BaseException as exc:  # hand it to the consumer, and unblock its loop
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="generate", daemon=True)
+    thread.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:
+        closed.set()
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ from llmlab.errors import LLMLabError
 from llmlab.generate import generate
 from llmlab.gpt import GPT, GPTConfig
 
+KEYS = {  # system -> short name in the returned figures
+    "ours (KV cache)": "ours",
+    "transformers": "hf",
+    "ours (no cache)": "ours_no_cache",
+    "ours (compiled)": "ours_compiled",
+}
 SHAPES = {  # (n_layer, n_head, n_embd)
     "tiny": (2, 4, 128),
     "small": (6, 6, 384),
@@ -137,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 torch.set_num_threads(threads)
                 seconds = side_by_side(systems, args.repeats)
                 for name, s in seconds.items():
-                    key = f"{shape}_t{threads}_{name.split(' (')[0]}"
-                    key += "" if "(" not in name else "_" + name.split("(")[1][:-1].split()[0]
-                    results[f"{key}_tokens_per_s"] = n / s
+                    results[f"{shape}_t{threads}_{KEYS[name]}_tokens_per_s"] = n / s
                     rows.append((shape, threads, name, n / s, seconds["transformers"] / s))
                 cached = seconds["ours (KV cache)"]
                 results[f"{shape}_t{threads}_ours_over_hf"] = seconds["transformers"] / cached

@@ -9,6 +9,10 @@ of a split exactly once (not a sample of batches), so two runs are compared on t
 - sliding (`stride < block_size`): windows `stride` apart, each scoring only its last
   `stride` targets, so every token after the first window sees at least
   `block_size - stride` tokens of context (more compute, a closer estimate).
+
+`CausalLMAdapter` gives a `transformers` causal LM our `model(x, targets) -> (logits, loss)`
+interface, so the same `evaluate_lm` scores SmolLM2 or GPT-2 (sprint 10), and
+`bits_per_character` turns a loss per token into one that tokenizers cannot distort.
 """
 
 from __future__ import annotations
@@ -99,3 +103,34 @@ def evaluate_lm(
         model.train(was_training)
     mean = total / count
     return {"loss": mean, "perplexity": perplexity(mean), "tokens": count}
+
+
+class CausalLMAdapter(nn.Module):
+    """A `transformers` causal LM behind llmlab's `forward(idx, targets) -> (logits, loss)`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.model(input_ids=idx).logits
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+
+def bits_per_character(loss_nats: float, n_tokens: int, n_chars: int) -> float:
+    """Total information (loss per token x tokens scored) per character, in bits.
+
+    A per-token loss depends on what a token is: a character-level model predicts ~3.5 times
+    as many, easier, symbols as a BPE model on the same text. Dividing the total by the
+    characters those tokens cover compares models with any tokenizers on equal terms.
+    """
+    if n_chars <= 0:
+        raise LLMLabError(f"n_chars must be positive, got {n_chars}")
+    return loss_nats * n_tokens / (n_chars * math.log(2))

@@ -6,10 +6,13 @@ tool built for Hugging Face models (`generate`, pipelines, `peft`, `trl`, the sp
 works on it. No new architecture is registered: each position type maps onto an existing one.
 
 - `to_hf_model(gpt)`: learned or sinusoidal positions -> `GPT2LMHeadModel` (sinusoidal: the
-  fixed table is written into GPT-2's position-embedding matrix); rotary positions (the
-  sprint-09 default) -> `GPTNeoXForCausalLM` with a sequential residual
-  (`use_parallel_residual=False`), full-width rotary, LayerNorm and a tanh-GELU MLP. Missing
-  biases (`bias=False` models) are exported as zeros. `GPT.to_hf()` calls this.
+  fixed table is written into GPT-2's position-embedding matrix); rotary positions ->
+  `GPTNeoXForCausalLM` with a sequential residual (`use_parallel_residual=False`),
+  full-width rotary and LayerNorm; rotary with QK-norm (the sprint-09 default) ->
+  `PersimmonForCausalLM` (the same layout plus a LayerNorm on each head's queries and keys).
+  The MLP's activation maps to `gelu_new`/`gelu_pytorch_tanh` or `relu2`, an untied LM head
+  to `tie_word_embeddings=False`. Missing biases (`bias=False` models) are exported as
+  zeros. `GPT.to_hf()` calls this.
 - `to_hf_tokenizer(tokenizer)`: our `CharTokenizer` (a `tokenizers` WordLevel model over
   single characters) or `BPETokenizer` as a `PreTrainedTokenizerFast`.
 - `export(checkpoint, out_dir)` / `ensure_export(checkpoint)`: write model + tokenizer with
@@ -46,7 +49,12 @@ def to_hf_model(gpt: Any) -> nn.Module:
     """A `transformers` causal LM holding a copy of `gpt`'s weights (same logits)."""
     c = gpt.config
     if c.pos_encoding == "rope":
-        hf, state = _neox(gpt)
+        hf, state = _rotary(gpt)
+    elif c.qk_norm:
+        raise LLMLabError(
+            "to_hf: QK-norm with learned or sinusoidal positions has no Hugging Face "
+            "architecture (GPT-2 has no QK-norm): only pos_encoding='rope' models export it"
+        )
     else:
         hf, state = _gpt2(gpt)
     own = hf.state_dict()
@@ -76,13 +84,14 @@ def _gpt2(gpt: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         n_layer=c.n_layer,
         n_head=c.n_head,
         n_inner=None,  # 4 * n_embd, as our MLP
-        activation_function="gelu_new",  # tanh-approximated GELU, as our MLP
+        activation_function=_ACT["gpt2"][c.mlp_act],
         resid_pdrop=c.dropout,
         embd_pdrop=c.dropout,
         attn_pdrop=c.dropout,
         layer_norm_epsilon=c.layer_norm_eps,
         bos_token_id=eot,
         eos_token_id=eot,
+        tie_word_embeddings=c.tie_embeddings,
     )
     # GPT-2's Conv1D layers store (in, out): the transpose of nn.Linear's (out, in).
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -93,69 +102,91 @@ def _gpt2(gpt: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         state[f"transformer.{key}"] = value.t() if key.endswith(conv1d) else value
     if c.pos_encoding == "sinusoidal":  # a fixed table is a position embedding nobody trains
         state["transformer.wpe.weight"] = gpt.pe_table[: c.block_size]
-    state["lm_head.weight"] = state["transformer.wte.weight"]
+    state["lm_head.weight"] = gpt.lm_head.weight.detach()  # = wte's tensor when tied
     return GPT2LMHeadModel(config), state
 
 
-def _neox(gpt: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+# Our MLP activations under their Hugging Face names (`transformers.activations.ACT2FN`).
+_ACT = {
+    "gpt2": {"gelu": "gelu_new", "relu2": "relu2"},  # gelu_new: GPT-2's tanh GELU
+    "rotary": {"gelu": "gelu_pytorch_tanh", "relu2": "relu2"},  # = F.gelu(approximate="tanh")
+}
 
+
+def _rotary(gpt: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """RoPE models: GPT-NeoX, or Persimmon when the model has QK-norm. Both keep one fused
+    QKV matrix, LayerNorms with biases and a plain (non-gated) MLP, as ours."""
     c = gpt.config
-    config = GPTNeoXConfig(
+    common = dict(
         vocab_size=c.vocab_size,
         hidden_size=c.n_embd,
         num_hidden_layers=c.n_layer,
         num_attention_heads=c.n_head,
         intermediate_size=4 * c.n_embd,
-        hidden_act="gelu_pytorch_tanh",  # F.gelu(approximate="tanh"), exactly our MLP's
+        hidden_act=_ACT["rotary"][c.mlp_act],
         attention_dropout=c.dropout,
         hidden_dropout=c.dropout,
         max_position_embeddings=c.block_size,
         layer_norm_eps=c.layer_norm_eps,
-        use_parallel_residual=False,  # x + attn(ln1(x)), then + mlp(ln2(.)): GPT-2's order
         rope_parameters={
             "rope_type": "default",
             "rope_theta": gpt.rotary.base,
             "partial_rotary_factor": 1.0,  # rotate every feature of a head, as we do
         },
-        attention_bias=c.bias,
-        tie_word_embeddings=True,
+        tie_word_embeddings=c.tie_embeddings,
         bos_token_id=None,
         eos_token_id=None,
     )
+    if c.qk_norm:
+        from transformers import PersimmonConfig, PersimmonForCausalLM
+
+        hf = PersimmonForCausalLM(PersimmonConfig(qk_layernorm=True, **common))
+        embed, layers, attn = "model.embed_tokens", "model.layers", "self_attn"
+        final = "model.final_layernorm"
+    else:
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        config = GPTNeoXConfig(
+            use_parallel_residual=False,  # x + attn(ln1(x)), then + mlp(ln2(.)): GPT-2's order
+            attention_bias=c.bias,
+            **common,
+        )
+        hf = GPTNeoXForCausalLM(config)
+        embed, layers, attn = "gpt_neox.embed_in", "gpt_neox.layers", "attention"
+        final = "gpt_neox.final_layer_norm"
     H, hd = c.n_head, c.n_embd // c.n_head
     src = gpt.state_dict()
-    state = {
-        "gpt_neox.embed_in.weight": src["wte.weight"],
-        "lm_head.weight": src["wte.weight"],
-    }
-    norms = {"ln_1": "input_layernorm", "ln_2": "post_attention_layernorm"}
-    linears = {
-        "attn.c_proj": "attention.dense",
+    state = {f"{embed}.weight": src["wte.weight"], "lm_head.weight": src["lm_head.weight"]}
+    renames = {
+        "ln_1": "input_layernorm",
+        "ln_2": "post_attention_layernorm",
+        "attn.c_proj": f"{attn}.dense",
+        "attn.q_norm": f"{attn}.q_layernorm",
+        "attn.k_norm": f"{attn}.k_layernorm",
         "mlp.c_fc": "mlp.dense_h_to_4h",
         "mlp.c_proj": "mlp.dense_4h_to_h",
     }
     for i in range(c.n_layer):
-        ours, theirs = f"h.{i}.", f"gpt_neox.layers.{i}."
-        for a, b in {**norms, **linears}.items():
+        ours, theirs = f"h.{i}.", f"{layers}.{i}."
+        for a, b in renames.items():
             for kind in ("weight", "bias"):
                 if f"{ours}{a}.{kind}" in src:
                     state[f"{theirs}{b}.{kind}"] = src[f"{ours}{a}.{kind}"]
-        # Our fused QKV rows are [q of all heads; k of all heads; v of all heads]; NeoX groups
-        # them per head: [q_0; k_0; v_0; q_1; k_1; v_1; ...].
+        # Our fused QKV rows are [q of all heads; k of all heads; v of all heads]; NeoX and
+        # Persimmon group them per head: [q_0; k_0; v_0; q_1; k_1; v_1; ...].
         w = src[f"{ours}attn.c_attn.weight"]
-        state[f"{theirs}attention.query_key_value.weight"] = (
+        state[f"{theirs}{attn}.query_key_value.weight"] = (
             w.view(3, H, hd, c.n_embd).transpose(0, 1).reshape(3 * c.n_embd, c.n_embd)
         )
         if f"{ours}attn.c_attn.bias" in src:
             b = src[f"{ours}attn.c_attn.bias"]
-            state[f"{theirs}attention.query_key_value.bias"] = (
+            state[f"{theirs}{attn}.query_key_value.bias"] = (
                 b.view(3, H, hd).transpose(0, 1).reshape(-1)
             )
     for kind in ("weight", "bias"):
         if f"ln_f.{kind}" in src:
-            state[f"gpt_neox.final_layer_norm.{kind}"] = src[f"ln_f.{kind}"]
-    return GPTNeoXForCausalLM(config), state
+            state[f"{final}.{kind}"] = src[f"ln_f.{kind}"]
+    return hf, state
 
 
 # --- the tokenizer --------------------------------------------------------------------------
@@ -186,8 +217,10 @@ def to_hf_tokenizer(tokenizer: Any):
 def add_pad_token(model: nn.Module, tokenizer: Any, pad_token: str = "<|pad|>") -> int:
     """Give a tokenizer without PAD one, grow the model's embeddings to match; return its id.
 
-    The new row starts as the mean of the existing embeddings (transformers' default), so
-    the LM's predictions on real tokens do not change; padded positions are masked anyway.
+    `resize_token_embeddings` appends a row drawn around the existing rows' mean (with their
+    covariance: transformers' `mean_resizing`), so predictions on real tokens do not change;
+    padded positions are masked anyway. (The cheap alternative, `pad_token = eos_token`,
+    needs no resize but makes "padding" and "end of text" the same token.)
     """
     if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token_id

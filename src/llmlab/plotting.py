@@ -1,4 +1,4 @@
-"""PNG plotting helpers (sprint 02 onwards): curves, image grids, heat-maps, matrices.
+"""PNG plotting helpers (sprint 02 onwards): curves, image grids, heat-maps, matrices, bars.
 
 Every helper writes a PNG (creating folders), closes its figure and returns the path, so
 scripts can log the path and tests can check the file. Matplotlib runs headless (Agg).
@@ -143,4 +143,30 @@ def plot_scatter(
         for (x, y), text in zip(points, labels, strict=False):
             ax.annotate(text, (x, y), fontsize=6, alpha=0.8)
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_bar_panels(
+    panels: Mapping[str, tuple[Sequence[str], Sequence[float]]],
+    path: Path | str,
+    title: str = "",
+    ylabel: str = "probability",
+    columns: int = 3,
+) -> Path:
+    """Small bar charts side by side, one per named panel of (labels, values): e.g. a
+    next-token distribution before and after each decoding filter."""
+    n = len(panels)
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, (labels, values)) in zip(axes.flat, panels.items(), strict=False):
+        ax.bar(range(len(values)), list(values), color="tab:blue")
+        ax.set_xticks(range(len(labels)), labels=list(labels), rotation=90, fontsize=6)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

@@ -149,16 +149,22 @@ def generate_text(
     try:
         ids = encode_prompt(tokenizer, req.prompt, req.use_chat)
     except Exception:  # a character-level model cannot encode characters it never saw
-        yield "", (
-            "This model's tokenizer cannot encode the prompt (a character-level model knows "
-            f"only the {len(tokenizer)} characters it was trained on): rephrase it."
+        yield (
+            "",
+            (
+                "This model's tokenizer cannot encode the prompt (a character-level model knows "
+                f"only the {len(tokenizer)} characters it was trained on): rephrase it."
+            ),
         )
         return
     limit = context_length(model)
     if ids.shape[1] >= limit:
-        yield "", (
-            f"The prompt has {ids.shape[1]} tokens but this model reads at most {limit}: "
-            "shorten it."
+        yield (
+            "",
+            (
+                f"The prompt has {ids.shape[1]} tokens but this model reads at most {limit}: "
+                "shorten it."
+            ),
         )
         return
     new = min(req.max_new_tokens, limit - ids.shape[1])

@@ -262,3 +262,21 @@ def test_bad_decoding_arguments_are_clear_errors() -> None:
         list(iter_tokens(ours, prompt, 3, stop_strings=["x"]))
     with pytest.raises(LLMLabError, match="one sequence"):
         list(stream(ours, gpt2_tokenizer(), prompt, 3))
+
+
+def test_gemv_layout_is_restored_and_changes_no_result(tmp_path) -> None:
+    from llmlab.generate import gemv_layout
+
+    ours, _ = _pair("rope", seed=13)
+    prompt = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        before = ours(prompt)[0]
+        with gemv_layout(ours) as n:
+            assert n == 2 * 4 + 1  # 2 blocks x (c_attn, c_proj, c_fc, c_proj) + the tied head
+            assert ours.lm_head.weight.stride() == (1, VOCAB)  # (in, out) contiguous
+            during = ours(prompt)[0]
+    torch.testing.assert_close(during, before, atol=1e-5, rtol=0)
+    assert all(p.is_contiguous() for p in ours.parameters())
+    generate(ours, prompt, 3, greedy=True)
+    assert all(p.is_contiguous() for p in ours.parameters())
+    ours.save(tmp_path / "after_generate")  # safetensors needs the usual layout back

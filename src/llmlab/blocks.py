@@ -6,7 +6,8 @@
   2017 paper) or pre-norm `x + Dropout(f(LayerNorm(x)))` (GPT-2 and most modern models).
 - `EncoderBlock`: self-attention + FFN, each wrapped in `AddNorm`.
 - `DecoderBlock`: masked self-attention + cross-attention to the encoder output + FFN.
-- `Encoder` / `Decoder`: N blocks stacked (plus a final LayerNorm in pre-norm stacks).
+- `Encoder` / `Decoder`: N blocks stacked (plus a final LayerNorm in pre-norm stacks, or
+  wherever `final_norm=True` asks for one, as `torch.nn.Transformer` has).
 
 Masks follow `llmlab.attention`: boolean, True = may attend, broadcastable to
 (batch, heads, queries, keys); e.g. `padding_mask(lengths)` is (B, 1, 1, L).
@@ -228,18 +229,28 @@ class DecoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """`n_layers` encoder blocks; pre-norm stacks end with a LayerNorm (as GPT-2's `ln_f`)."""
+    """`n_layers` encoder blocks; pre-norm stacks end with a LayerNorm (as GPT-2's `ln_f`).
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, **kwargs) -> None:
+    `final_norm` overrides that choice: `torch.nn.Transformer` ends both of its stacks with a
+    LayerNorm even in post-norm, and the sprint-15 seq2seq model matches it (None = pre-norm).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        final_norm: bool | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__()
         if n_layers <= 0:
             raise LLMLabError(f"n_layers must be positive, got {n_layers}")
         self.layers = nn.ModuleList(
             EncoderBlock(d_model, n_heads, d_ff, **kwargs) for _ in range(n_layers)
         )
-        norm_first = kwargs.get("norm_first", False)
-        eps = kwargs.get("layer_norm_eps", 1e-5)
-        self.norm = LayerNorm(d_model, eps=eps) if norm_first else nn.Identity()
+        self.norm = _final_norm(d_model, final_norm, kwargs)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layers:
@@ -247,19 +258,34 @@ class Encoder(nn.Module):
         return self.norm(x)
 
 
-class Decoder(nn.Module):
-    """`n_layers` decoder blocks; pre-norm stacks end with a LayerNorm."""
+def _final_norm(d_model: int, final_norm: bool | None, block_kwargs: dict) -> nn.Module:
+    """The stack's closing LayerNorm: by default only pre-norm stacks need one."""
+    if final_norm is None:
+        final_norm = block_kwargs.get("norm_first", False)
+    eps = block_kwargs.get("layer_norm_eps", 1e-5)
+    return LayerNorm(d_model, eps=eps) if final_norm else nn.Identity()
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, **kwargs) -> None:
+
+class Decoder(nn.Module):
+    """`n_layers` decoder blocks; pre-norm stacks end with a LayerNorm (`final_norm`: as
+    `Encoder`)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        final_norm: bool | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__()
         if n_layers <= 0:
             raise LLMLabError(f"n_layers must be positive, got {n_layers}")
         self.layers = nn.ModuleList(
             DecoderBlock(d_model, n_heads, d_ff, **kwargs) for _ in range(n_layers)
         )
-        norm_first = kwargs.get("norm_first", False)
-        eps = kwargs.get("layer_norm_eps", 1e-5)
-        self.norm = LayerNorm(d_model, eps=eps) if norm_first else nn.Identity()
+        self.norm = _final_norm(d_model, final_norm, kwargs)
 
     def forward(
         self,

@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import llmlab.checkpoint as checkpoint
@@ -236,3 +237,82 @@ def test_a_text_file_as_training_state_is_a_clear_error(tmp_path) -> None:
     (folder / "training.pt").write_text("hello")
     with pytest.raises(LLMLabError, match="not a checkpoint"):
         GPT.load_with_state(folder)
+
+
+# --- sprint 09's speed-run options: ReLU^2, QK-norm, untied embeddings -----------------------
+
+
+def test_relu2_equals_hugging_face_relu_squared() -> None:
+    from transformers.activations import ACT2FN
+
+    from llmlab.gpt import MLP, relu2
+
+    x = torch.randn(4, 7, 64) * 3
+    torch.testing.assert_close(relu2(x), ACT2FN["relu2"](x), atol=0, rtol=0)
+    assert relu2(torch.tensor([-2.0, 0.0, 3.0])).tolist() == [0.0, 0.0, 9.0]
+    mlp = MLP(GPTConfig(**{**TINY.to_dict(), "mlp_act": "relu2"}))
+    h = torch.randn(2, 5, 32)
+    torch.testing.assert_close(mlp(h), mlp.c_proj(F.relu(mlp.c_fc(h)) ** 2))
+    with pytest.raises(LLMLabError, match="mlp_act"):
+        GPTConfig(mlp_act="swiglu")
+
+
+def test_qk_norm_normalises_each_heads_queries_and_keys() -> None:
+    """With QK-norm, attention logits no longer grow with the size of q and k: scaling the
+    query/key rows of c_attn by 100 leaves the output unchanged (without: it changes)."""
+    torch.manual_seed(0)
+    for qk_norm in (True, False):
+        cfg = GPTConfig(**{**TINY.to_dict(), "pos_encoding": "rope", "bias": False,
+                           "qk_norm": qk_norm})  # fmt: skip
+        model = GPT(cfg).eval()
+        idx = torch.randint(0, 97, (2, 12))
+        before = model(idx)[0]
+        with torch.no_grad():
+            for block in model.h:
+                block.attn.c_attn.weight[: 2 * cfg.n_embd] *= 100  # q and k rows, not v
+        after = model(idx)[0]
+        assert torch.allclose(before, after, atol=1e-4) == qk_norm
+    attn = model.h[0].attn
+    assert attn.q_norm is None and attn.k_norm is None  # off by default: GPT-2's attention
+    normed = GPT(GPTConfig(**{**TINY.to_dict(), "qk_norm": True, "pos_encoding": "rope"}))
+    assert normed.h[0].attn.q_norm.normalized_shape == (TINY.n_embd // TINY.n_head,)
+    # the cache still equals recomputing (queries and keys are normalised before caching)
+    prompt = torch.randint(0, 97, (2, 5))
+    assert torch.equal(
+        generate(normed.eval(), prompt, 12, greedy=True, use_cache=True),
+        generate(normed, prompt, 12, greedy=True, use_cache=False),
+    )
+
+
+def test_untied_head_is_its_own_matrix_and_survives_a_checkpoint(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY.to_dict(), "tie_embeddings": False}))
+    assert model.lm_head.weight is not model.wte.weight
+    assert model.num_parameters() == GPT(TINY).num_parameters() + 97 * 32  # one more matrix
+    model.save(tmp_path / "ckpt")
+    loaded = GPT.load(tmp_path / "ckpt")
+    assert loaded.lm_head.weight is not loaded.wte.weight
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    idx = torch.randint(0, 97, (2, 9))
+    assert torch.equal(model.eval()(idx)[0], loaded.eval()(idx)[0])
+
+
+def test_a_checkpoint_from_before_the_new_options_loads_as_before(tmp_path) -> None:
+    """Old config.json files lack mlp_act / qk_norm / tie_embeddings: the defaults are GPT-2's,
+    so the model is rebuilt exactly (tied head, GELU, no QK-norm) with the same logits."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY.to_dict(), "pos_encoding": "rope"}))
+    model.save(tmp_path / "ckpt")
+    config_file = tmp_path / "ckpt" / "config.json"
+    old = {k: v for k, v in json.loads(config_file.read_text()).items()
+           if k not in ("mlp_act", "qk_norm", "tie_embeddings")}  # fmt: skip
+    config_file.write_text(json.dumps(old))
+    loaded = GPT.load(tmp_path / "ckpt")
+    assert (loaded.config.mlp_act, loaded.config.qk_norm, loaded.config.tie_embeddings) == (
+        "gelu",
+        False,
+        True,
+    )
+    assert loaded.lm_head.weight is loaded.wte.weight
+    idx = torch.randint(0, 97, (2, 9))
+    assert torch.equal(model.eval()(idx)[0], loaded.eval()(idx)[0])

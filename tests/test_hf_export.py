@@ -15,9 +15,24 @@ CASES = [
     dict(pos_encoding="learned", bias=True),
     dict(pos_encoding="learned", bias=False),
     dict(pos_encoding="sinusoidal", bias=True),
-    dict(pos_encoding="rope", bias=False),  # the sprint-09 default
+    dict(pos_encoding="rope", bias=False),
     dict(pos_encoding="rope", bias=True),
+    # sprint 09's speed-run options: ReLU^2, QK-norm, an untied head
+    dict(pos_encoding="rope", bias=False, mlp_act="relu2", qk_norm=True, tie_embeddings=False),
+    dict(pos_encoding="rope", bias=True, qk_norm=True),
+    dict(pos_encoding="rope", bias=False, mlp_act="relu2", tie_embeddings=False),
+    dict(pos_encoding="learned", bias=False, mlp_act="relu2", tie_embeddings=False),
 ]
+
+
+def _case_id(case: dict) -> str:
+    return "-".join(f"{k}={v}" for k, v in case.items())
+
+
+def _expected_class(case: dict) -> str:
+    if case["pos_encoding"] != "rope":
+        return "GPT2"
+    return "Persimmon" if case.get("qk_norm") else "GPTNeoX"
 
 
 def _random_gpt(seed: int = 0, **kwargs) -> GPT:
@@ -26,22 +41,28 @@ def _random_gpt(seed: int = 0, **kwargs) -> GPT:
     model = GPT(config).eval()
     with torch.no_grad():  # non-zero biases and norms, so a mix-up cannot hide behind zeros
         for name, p in model.named_parameters():
-            if name.endswith("bias") or ".ln" in name or name.startswith("ln_f"):
+            if name.endswith("bias") or "ln" in name or "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     return model
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['pos_encoding']}-bias{c['bias']}")
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_exported_logits_equal_ours(case) -> None:
     ours = _random_gpt(**case)
     hf = to_hf_model(ours).eval()
-    expected = {"learned": "GPT2", "sinusoidal": "GPT2", "rope": "GPTNeoX"}[case["pos_encoding"]]
-    assert type(hf).__name__.startswith(expected)
+    assert type(hf).__name__.startswith(_expected_class(case))
+    tied = hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
+    assert tied == case.get("tie_embeddings", True)
     idx = torch.randint(0, 97, (3, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         theirs = hf(idx).logits
         mine, _ = ours(idx)
     torch.testing.assert_close(theirs, mine, atol=1e-5, rtol=0)
+
+
+def test_qk_norm_without_rope_is_refused() -> None:
+    with pytest.raises(LLMLabError, match="QK-norm"):
+        to_hf_model(_random_gpt(pos_encoding="learned", qk_norm=True))
 
 
 def test_saved_folder_loads_with_auto_classes(tmp_path) -> None:

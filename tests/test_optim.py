@@ -1,4 +1,5 @@
-"""Sprint 09 optimiser pieces: AdamW decay groups and the warmup + cosine schedule."""
+"""Sprint 09 optimiser pieces: AdamW decay groups, warmup + cosine and warmup-stable-decay
+schedules, Newton-Schulz, and Muon + AdamW (parity with torch.optim.Muon / AdamW)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from torch import nn
 
 from llmlab.errors import LLMLabError
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.optim import configure_adamw, decay_groups, lr_at
+from llmlab.optim import (
+    MuonAdamW,
+    configure_adamw,
+    configure_muon,
+    decay_groups,
+    lr_at,
+    muon_groups,
+    newton_schulz,
+)
 
 
 def tiny_gpt(bias: bool = True, pos_encoding: str = "learned") -> GPT:
@@ -220,3 +229,183 @@ def test_bad_max_steps_is_an_llmlab_error() -> None:
     with pytest.raises(LLMLabError, match="max_steps"):
         lr_at(0, 1e-3, 10, 0, 1e-4)
     assert math.isfinite(lr_at(5, 1e-3, 10, 1, 1e-4))  # warmup longer than the run: still defined
+
+
+# --- warmup-stable-decay ---------------------------------------------------------------------
+
+DECAY = 40
+
+
+def wsd(step: int) -> float:
+    return lr_at(step, MAX_LR, WARMUP, MAX_STEPS, MIN_LR, schedule="wsd", decay_steps=DECAY)
+
+
+def test_wsd_warms_up_like_cosine_then_stays_flat_then_decays_linearly() -> None:
+    assert [wsd(s) for s in range(WARMUP)] == [lr(s) for s in range(WARMUP)]
+    flat_end = MAX_STEPS - DECAY
+    assert all(wsd(s) == MAX_LR for s in range(WARMUP, flat_end + 1))  # the stable phase
+    decay = [wsd(s) for s in range(flat_end, MAX_STEPS + 1)]
+    steps = [a - b for a, b in zip(decay, decay[1:], strict=False)]
+    assert steps == pytest.approx([(MAX_LR - MIN_LR) / DECAY] * DECAY, rel=1e-9)  # a line
+    assert wsd(flat_end + DECAY // 2) == pytest.approx((MAX_LR + MIN_LR) / 2, rel=1e-12)
+    assert wsd(MAX_STEPS) == MIN_LR and wsd(10**6) == MIN_LR
+    # The same number of steps spends more learning rate than the cosine: sum(lr) is larger.
+    assert sum(map(wsd, range(MAX_STEPS))) > sum(map(lr, range(MAX_STEPS)))
+
+
+def test_wsd_decay_never_starts_inside_the_warmup() -> None:
+    # a decay longer than the run after warmup starts right after the warmup
+    assert lr_at(WARMUP, 1.0, WARMUP, 50, 0.0, schedule="wsd", decay_steps=1000) == 1.0
+    assert lr_at(30, 1.0, WARMUP, 50, 0.0, schedule="wsd", decay_steps=1000) == pytest.approx(0.5)
+    with pytest.raises(LLMLabError, match="schedule"):
+        lr_at(0, 1.0, 0, 10, 0.0, schedule="linear")
+
+
+# --- Newton-Schulz and Muon ------------------------------------------------------------------
+
+
+def test_newton_schulz_makes_every_singular_value_about_one() -> None:
+    g = torch.randn(3, 16, 48, generator=torch.Generator().manual_seed(0))
+    g[0] *= 1e3  # scale does not matter: the input is normalised first
+    out = newton_schulz(g, dtype=torch.float32)
+    s = torch.linalg.svdvals(out)
+    # Keller Jordan's quintic trades exactness for speed: s ends in ~(0.7, 1.2), not at 1.
+    assert s.min() > 0.6 and s.max() < 1.25, (s.min(), s.max())
+    # same directions as the exact orthogonalisation U V^T (cosine similarity near 1)
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    exact = u @ vh
+    cos = (out * exact).sum((-2, -1)) / (out.norm(dim=(-2, -1)) * exact.norm(dim=(-2, -1)))
+    assert cos.min() > 0.97
+    # a batch is the stack of its members; a tall matrix is the transpose of the wide one
+    torch.testing.assert_close(out[1], newton_schulz(g[1], dtype=torch.float32))
+    torch.testing.assert_close(
+        newton_schulz(g[2].T, dtype=torch.float32), out[2].T, atol=1e-6, rtol=0
+    )
+
+
+def _twin_params(shapes, seed: int = 0) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    torch.manual_seed(seed)
+    a = [nn.Parameter(torch.randn(s)) for s in shapes]
+    return a, [nn.Parameter(p.detach().clone()) for p in a]
+
+
+def _same_grads(*param_lists, shapes, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(s, generator=gen) for s in shapes]
+    for params in param_lists:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+
+
+def test_muon_equals_torch_optim_muon() -> None:
+    """Reference: torch.optim.Muon (Keller Jordan's algorithm: Nesterov momentum, 5 bf16
+    Newton-Schulz steps, lr * sqrt(max(1, rows/cols)), decoupled weight decay). Ours batches
+    the two 16 x 16 matrices and the tall/wide pair into shared Newton-Schulz calls."""
+    shapes = [(16, 16), (16, 16), (48, 16), (16, 48), (16, 64)]
+    ref_params, our_params = _twin_params(shapes)
+    ref = torch.optim.Muon(ref_params, lr=0.05, weight_decay=0.1, momentum=0.9)
+    ours = MuonAdamW(
+        [{"params": our_params, "use_muon": True, "lr": 0.05, "weight_decay": 0.1}],
+        momentum=0.9,
+    )
+    for step in range(4):
+        _same_grads(ref_params, our_params, shapes=shapes, seed=step)
+        ref.step()
+        ours.step()
+    start = _twin_params(shapes)[0]
+    with torch.no_grad():
+        worst = max(float((p - q).abs().max()) for p, q in zip(ref_params, our_params, strict=True))
+        moved = max(float((p - q).abs().max()) for p, q in zip(ref_params, start, strict=True))
+    assert worst <= 1e-6, worst  # measured: 0.0 (the same bf16 products)
+    assert moved > 0.01
+
+
+def test_muon_split_orthogonalises_a_fused_qkv_matrix_as_three_blocks() -> None:
+    """A (3d, d) QKV matrix with split=3 gets exactly the update that three separate (d, d)
+    matrices q, k, v would get from torch.optim.Muon."""
+    d = 16
+    ref_params, fused = _twin_params([(d, d)] * 3)
+    qkv = nn.Parameter(torch.cat([p.detach() for p in fused]))
+    ref = torch.optim.Muon(ref_params, lr=0.02, weight_decay=0.0)
+    ours = MuonAdamW([{"params": [qkv], "use_muon": True, "lr": 0.02, "split": [3]}])
+    for step in range(3):
+        _same_grads(ref_params, shapes=[(d, d)] * 3, seed=step)
+        qkv.grad = torch.cat([p.grad for p in ref_params])
+        ref.step()
+        ours.step()
+    torch.testing.assert_close(qkv.detach(), torch.cat([p.detach() for p in ref_params]))
+
+
+def test_adamw_groups_equal_torch_adamw() -> None:
+    shapes = [(7, 5), (5,), (3, 4, 2)]
+    ref_params, our_params = _twin_params(shapes)
+    ref = torch.optim.AdamW(ref_params, lr=0.01, betas=(0.9, 0.99), weight_decay=0.1)
+    ours = MuonAdamW(
+        [{"params": our_params, "use_muon": False, "lr": 0.01, "weight_decay": 0.1}],
+        betas=(0.9, 0.99),
+    )
+    for step in range(5):
+        _same_grads(ref_params, our_params, shapes=shapes, seed=step)
+        ref.step()
+        ours.step()
+    for p, q in zip(ref_params, our_params, strict=True):
+        torch.testing.assert_close(q, p, atol=1e-7, rtol=0)  # measured: 0.0
+
+
+def test_muon_groups_split_a_gpt_into_matrices_and_the_rest() -> None:
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=True,
+                  pos_encoding="rope", qk_norm=True, tie_embeddings=False)
+    )  # fmt: skip
+    muon, adam = muon_groups(model, muon_lr=0.02, adam_lr=3e-3, weight_decay=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_names = [names[id(p)] for p in muon["params"]]
+    adam_names = {names[id(p)] for p in adam["params"]}
+    assert sorted(muon_names) == sorted(
+        f"h.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    )
+    assert dict(zip(muon_names, muon["split"], strict=True))["h.0.attn.c_attn.weight"] == 3
+    assert sum(muon["split"]) == 3 * 2 + 3 * 2  # c_attn: 3 blocks, the other 3 matrices: 1
+    # embeddings, the untied head, every norm (QK-norm too) and bias: AdamW, no decay
+    assert {"wte.weight", "lm_head.weight", "h.0.attn.q_norm.weight", "ln_f.bias"} <= adam_names
+    assert len(muon_names) + len(adam_names) == len(list(model.parameters()))
+    assert (muon["weight_decay"], adam["weight_decay"]) == (0.1, 0.0)
+    assert (muon["lr"], adam["lr"]) == (0.02, 3e-3)
+    opt = configure_muon(model, 0.02, 3e-3)
+    assert [g["peak_lr"] for g in opt.param_groups] == [0.02, 3e-3]
+    with pytest.raises(LLMLabError, match="2-D matrices"):
+        MuonAdamW([{"params": [model.ln_f.weight], "use_muon": True}])
+
+
+def test_muon_trains_a_tiny_gpt_and_resumes_exactly() -> None:
+    """A state dict round trip (what a checkpoint does) continues bit for bit."""
+
+    def fresh() -> tuple[GPT, MuonAdamW]:
+        model = tiny_gpt(bias=False, pos_encoding="rope")
+        return model, configure_muon(model, 0.02, 1e-2)
+
+    x = torch.randint(0, 23, (4, 8), generator=torch.Generator().manual_seed(0))
+
+    def train(model: GPT, opt: MuonAdamW, steps: int) -> list[float]:
+        losses = []
+        for _ in range(steps):
+            loss = model(x, x)[1]
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        return losses
+
+    model, opt = fresh()
+    straight = train(model, opt, 8)
+    assert straight[-1] < straight[0] - 0.5
+    half, half_opt = fresh()
+    train(half, half_opt, 4)
+    state = {"model": half.state_dict(), "opt": half_opt.state_dict()}
+    resumed, resumed_opt = fresh()
+    resumed.load_state_dict(state["model"])
+    resumed_opt.load_state_dict(state["opt"])
+    assert train(resumed, resumed_opt, 4) == straight[4:]

@@ -135,8 +135,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     calls = {"n": 0}
     forward = GPT.forward
 
-    def poisoned(self, idx, targets=None, kv_caches=None):
-        logits, loss = forward(self, idx, targets, kv_caches)
+    def poisoned(self, idx, targets=None, kv_caches=None, **kwargs):
+        logits, loss = forward(self, idx, targets, kv_caches, **kwargs)
         if self.training and targets is not None:
             calls["n"] += 1
             if calls["n"] == 5:  # the 5th training step goes bad
@@ -157,14 +157,14 @@ def test_ctrl_c_saves_a_checkpoint(
 ) -> None:
     from llmlab import lm_training
 
-    step = lm_training._Run.train_step
+    step = lm_training.TrainingRun.train_step
 
     def interrupt_at_3(self):
         if self.step == 3:
             raise KeyboardInterrupt
         return step(self)
 
-    monkeypatch.setattr(lm_training._Run, "train_step", interrupt_at_3)
+    monkeypatch.setattr(lm_training.TrainingRun, "train_step", interrupt_at_3)
     assert run(train_main, args(data_dir, tmp_path, "--max-steps", "10")) == 130
     state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
     assert state["step"] == 3
@@ -236,8 +236,12 @@ def test_torchrun_two_ranks_equal_one_process_with_double_batch(
         assert done.returncode == 0, done.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert two["history"]["train_loss"] == pytest.approx(one["history"]["train_loss"], abs=1e-5)
-    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
+    # The all-reduce sums gradients in another order than one process does; Muon then
+    # orthogonalises in bfloat16, where those last-bit differences can round differently
+    # (measured: 4e-5 after 6 steps; with --optimizer adamw < 1e-5). A DDP bug (ranks seeing
+    # the same windows, a missing average) moves the losses by ~1e-2.
+    assert two["history"]["train_loss"] == pytest.approx(one["history"]["train_loss"], abs=2e-4)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=2e-4)
     # only rank 0 writes: one TensorBoard file, one set of checkpoints
     assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["best", "last"]
@@ -246,7 +250,7 @@ def test_torchrun_two_ranks_equal_one_process_with_double_batch(
 def test_out_of_memory_is_a_clear_error(
     train_main, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def oom(self, idx, targets=None, kv_caches=None):
+    def oom(self, idx, targets=None, kv_caches=None, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(GPT, "forward", oom)
@@ -263,3 +267,71 @@ def test_compiled_training_matches_eager(train_main, data_dir: Path, tmp_path: P
         eager["history"]["train_loss"], abs=1e-4
     )
     assert (tmp_path / "compiled" / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_tiny_preset_is_the_library_default_recipe() -> None:
+    """The script's `tiny` preset and `TrainConfig()`'s defaults are one recipe (the ablation
+    script and the benchmarks start from TrainConfig)."""
+    from llmlab.lm_training import TrainConfig
+
+    preset = load_script(SCRIPT).PRESETS["tiny"]
+    defaults = TrainConfig()
+    for key, value in preset.items():
+        if hasattr(defaults, key):
+            assert getattr(defaults, key) == value, key
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_resume_is_exact_with_either_optimizer(
+    train_main, data_dir: Path, tmp_path: Path, optimizer: str
+) -> None:
+    common = ["--max-steps", "8", "--eval-interval", "4", "--seed", "3", "--optimizer",
+              optimizer, "--lr-schedule", "wsd", "--decay-frac", "0.5"]  # fmt: skip
+    straight = train_main(args(data_dir, tmp_path / "a", *common))
+    train_main(args(data_dir, tmp_path / "b", *common, "--stop-at-step", "4"))
+    ckpt = tmp_path / "b" / "checkpoints" / "last"
+    resumed = train_main([*TINY, "--data-dir", str(data_dir), *common, "--resume", str(ckpt)])
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]  # bit for bit
+    assert resumed["val_loss"] == straight["val_loss"]
+    other = "adamw" if optimizer == "muon" else "muon"
+    with pytest.raises(LLMLabError, match=f"--optimizer {optimizer}"):
+        train_main([*TINY, "--data-dir", str(data_dir), *common[:-6], "--optimizer", other,
+                    "--resume", str(ckpt)])  # fmt: skip
+
+
+def test_ablations_smoke(data_dir: Path) -> None:
+    ablations = load_script("sprints.09_train_gpt2.results.ablations")
+    out = ablations.main(["--variants", "baseline,default", "--seeds", "1,2", "--scale", "0.01",
+                          "--set", "n_layer=1,n_head=2,n_embd=32,block_size=16,batch_size=4,"
+                          "eval_batches=2", "--no-progress"])  # fmt: skip
+    res = out["results"]
+    assert list(res) == ["baseline", "default"] and out["seeds"] == [1, 2]
+    for r in res.values():
+        losses = list(r["val_loss"].values())
+        assert r["mean"] == pytest.approx(np.mean(losses))
+        assert r["spread"] == pytest.approx(max(losses) - min(losses)) and r["spread"] > 0
+        assert r["mean"] < np.log(77) - 0.3  # it learned something in a few steps
+    assert res["baseline"]["steps"] == 30  # 3000 x --scale
+    assert Path(out["curves_png"]).is_file()
+    # --reuse takes finished runs with the same settings instead of training them again
+    reused = ablations.main(["--variants", "default", "--seeds", "2", "--scale", "0.01",
+                             "--set", "n_layer=1,n_head=2,n_embd=32,block_size=16,batch_size=4,"
+                             "eval_batches=2", "--no-progress", "--reuse"])  # fmt: skip
+    assert reused["results"]["default"]["val_loss"] == {2: res["default"]["val_loss"][2]}
+    assert not list(Path(reused["out_dir"]).glob("default_seed2"))  # nothing was trained
+    with pytest.raises(LLMLabError, match="unknown variants"):
+        ablations.main(["--variants", "nope"])
+    with pytest.raises(LLMLabError, match="bad setting"):
+        ablations.main(["--set", "n_layers=3"])
+
+
+def test_parse_overrides_types_values_and_refuses_unknown_keys() -> None:
+    from llmlab.lm_training import parse_overrides
+
+    assert parse_overrides("optimizer=adamw, lr=3e-3,qk-norm=1,max_steps=10") == {
+        "optimizer": "adamw", "lr": 0.003, "qk_norm": True, "max_steps": 10
+    }  # fmt: skip
+    assert parse_overrides("") == {}
+    for bad in ("n_layers=3", "lr=fast", "qk_norm=maybe", "lr="):
+        with pytest.raises(LLMLabError, match="bad setting"):
+            parse_overrides(bad)

@@ -15,7 +15,7 @@ The efficient path (what `llmlab.gpt` uses):
 
 - `CausalSelfAttention`: one fused QKV projection and PyTorch's
   `F.scaled_dot_product_attention` (flash / memory-efficient kernels where available),
-  with an optional `KVCache` for incremental decoding.
+  with an optional `KVCache` for incremental decoding and optional QK-norm (sprint 09).
 - `KVCache`: keys and values of past positions, appended to at each decoding step; dynamic
   (concatenate) or static (pre-allocated, written in place: sprint 10's fast decoding).
 """
@@ -323,7 +323,16 @@ class MultiHeadAttention(nn.Module):
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with fused QKV (GPT-2's `c_attn` / `c_proj`)."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        *,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise LLMLabError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
@@ -332,6 +341,13 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        # QK-norm (Persimmon, OLMo 2, modded-nanoGPT): LayerNorm over each head's query and key
+        # bounds the attention logits, so a high learning rate cannot blow the softmax up.
+        self.q_norm = self.k_norm = None
+        if qk_norm:
+            head_dim = n_embd // n_head
+            self.q_norm = nn.LayerNorm(head_dim, eps=norm_eps, bias=bias)
+            self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps, bias=bias)
 
     def forward(
         self,
@@ -346,6 +362,8 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         # (B, T, 3C) -> three (B, n_head, T, head_dim) tensors
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:  # rotate before caching: cached keys keep their own positions
             q, k = apply_rotary(q, k, *rope)
         past = 0

@@ -6,6 +6,10 @@
 - `GPT`: token + positional embeddings, stacked blocks, final LayerNorm, LM head tied to
   the token embedding, GPT-2 initialisation; `forward(idx, targets, kv_caches)` ->
   (logits, loss).
+- Options from the speedrun literature (modded-nanoGPT, nanochat; measured in sprint 09's
+  `notes/07_faster_training.md`): `mlp_act="relu2"` (ReLU squared), `qk_norm=True` (LayerNorm
+  on each head's queries and keys), `tie_embeddings=False` (an LM head of its own). Their
+  defaults are GPT-2's, so older checkpoints load and behave exactly as before.
 - Checkpoints: `GPT.save(dir)` / `GPT.load(dir)` (safetensors weights + config JSON).
 - Hugging Face: `GPT.from_hf(model_or_state_dict)`, `GPT.from_pretrained("gpt2")`, and
   `GPT.to_hf()` (every position type; the mapping lives in `llmlab.hf_export`, sprint 10).
@@ -41,8 +45,11 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
-    pos_encoding: str = "learned"  # "learned" (GPT-2) or "sinusoidal"
+    pos_encoding: str = "learned"  # "learned" (GPT-2), "sinusoidal" or "rope"
     layer_norm_eps: float = 1e-5
+    mlp_act: str = "gelu"  # "gelu" (tanh approximation, GPT-2) or "relu2" (ReLU squared)
+    qk_norm: bool = False  # LayerNorm over each head's queries and keys before attention
+    tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -68,6 +75,10 @@ class GPTConfig:
                 "GPTConfig.pos_encoding must be 'learned', 'sinusoidal' or 'rope', "
                 f"got {self.pos_encoding!r}"
             )
+        if self.mlp_act not in MLP_ACTIVATIONS:
+            raise LLMLabError(
+                f"GPTConfig.mlp_act must be one of {sorted(MLP_ACTIVATIONS)}, got {self.mlp_act!r}"
+            )
         if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             raise LLMLabError(
                 f"RoPE rotates pairs of features: the head size n_embd/n_head="
@@ -88,17 +99,36 @@ class GPTConfig:
         return cls(**data)
 
 
+def relu2(x: torch.Tensor) -> torch.Tensor:
+    """ReLU squared (So et al. 2021, "Primer"; modded-nanoGPT, nanochat): max(x, 0)^2.
+
+    Like GELU it is ~0 for negative inputs, but it grows quadratically for positive ones and
+    costs two cheap element-wise operations instead of a tanh (Hugging Face: `"relu2"`)."""
+    return F.relu(x).square()
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, with the tanh approximation (Hugging Face: `"gelu_new"`)."""
+    return F.gelu(x, approximate="tanh")
+
+
+MLP_ACTIVATIONS = {"gelu": gelu_tanh, "relu2": relu2}
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward: n_embd -> 4 n_embd -> GELU (tanh, as GPT-2) -> n_embd."""
+    """Position-wise feed-forward: n_embd -> 4 n_embd -> activation -> n_embd.
+
+    The activation is `config.mlp_act`: GPT-2's tanh GELU by default, or ReLU squared."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.act = MLP_ACTIVATIONS[config.mlp_act]
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -107,7 +137,14 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout, config.bias)
+        self.attn = CausalSelfAttention(
+            config.n_embd,
+            config.n_head,
+            config.dropout,
+            config.bias,
+            qk_norm=config.qk_norm,
+            norm_eps=config.layer_norm_eps,
+        )
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -141,7 +178,8 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying: one matrix reads and writes tokens
+        if config.tie_embeddings:  # weight tying: one matrix reads and writes tokens
+            self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 n_layer), since each block adds
         # two of them to the residual stream and its variance would otherwise grow with depth.
@@ -306,7 +344,8 @@ class GPT(nn.Module):
 
     def to_hf(self) -> nn.Module:
         """This model as a `transformers` model with the same weights (see `llmlab.hf_export`):
-        `GPT2LMHeadModel` for learned/sinusoidal positions, `GPTNeoXForCausalLM` for RoPE."""
+        `GPT2LMHeadModel` for learned/sinusoidal positions, `GPTNeoXForCausalLM` for RoPE,
+        `PersimmonForCausalLM` for RoPE with QK-norm."""
         from llmlab.hf_export import to_hf_model
 
         return to_hf_model(self)

@@ -6,9 +6,9 @@ tool built for Hugging Face models (`generate`, pipelines, `peft`, `trl`, the sp
 works on it. No new architecture is registered: each position type maps onto an existing one.
 
 - `to_hf_model(gpt)`: learned or sinusoidal positions -> `GPT2LMHeadModel` (sinusoidal: the
-  fixed table is written into GPT-2's position-embedding matrix); rotary positions ->
-  `GPTNeoXForCausalLM` with a sequential residual (`use_parallel_residual=False`),
-  full-width rotary and LayerNorm; rotary with QK-norm (the sprint-09 default) ->
+  fixed table is written into GPT-2's position-embedding matrix); rotary positions (the
+  sprint-09 default) -> `GPTNeoXForCausalLM` with a sequential residual
+  (`use_parallel_residual=False`), full-width rotary and LayerNorm; rotary with QK-norm ->
   `PersimmonForCausalLM` (the same layout plus a LayerNorm on each head's queries and keys).
   The MLP's activation maps to `gelu_new`/`gelu_pytorch_tanh` or `relu2`, an untied LM head
   to `tie_word_embeddings=False`. Missing biases (`bias=False` models) are exported as

@@ -1,7 +1,11 @@
 """The GPT training loop (sprint 09): fast, resumable, distributed.
 
 - `TrainConfig`: every knob of a run (model shape, optimisation, logging, system).
-- `train(cfg)`: AdamW with decay groups, warmup + cosine LR, gradient clipping and
+- `parse_overrides("key=value,...")`: typed `TrainConfig` overrides from text (ablations).
+- `TrainingRun`: one run's state; `train_step()` is one optimiser step (data, forward,
+  backward, clipping, update), what the benchmarks time.
+- `train(cfg)`: AdamW with decay groups (or Muon for the hidden matrices + AdamW for the
+  rest), warmup + cosine or warmup-stable-decay LR, gradient clipping and
   accumulation, bf16 autocast on GPU, optional `torch.compile`, DDP under `torchrun`;
   TensorBoard scalars and text samples; atomic `last` / `best` checkpoints and exact resume;
   a NaN loss stops the run and keeps the last good checkpoint; Ctrl-C saves and exits.
@@ -17,7 +21,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +39,19 @@ from llmlab.errors import LLMLabError
 from llmlab.evaluation import evaluate_lm, perplexity
 from llmlab.generate import generate
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.optim import configure_adamw, lr_at
+from llmlab.optim import SCHEDULES, configure_adamw, configure_muon, lr_at
 
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding")
+MODEL_FIELDS = (
+    "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding",
+    "mlp_act", "qk_norm", "tie_embeddings",
+)  # fmt: skip
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass
 class TrainConfig:
-    """A training run. Defaults are the tiny CPU recipe; the sprint script has presets."""
+    """A training run. Defaults are the tiny CPU recipe (sprint 09's default run, found in
+    `notes/07_faster_training.md`); the sprint script has presets."""
 
     data_dir: str = ""
     out_dir: str = ""
@@ -54,17 +63,25 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False
     pos_encoding: str = "rope"
+    mlp_act: str = "gelu"
+    qk_norm: bool = False
+    tie_embeddings: bool = True
     # optimisation
     batch_size: int = 16  # per rank, per micro-step
     grad_accum: int = 1
-    max_steps: int = 3000
-    lr: float = 8e-3
+    max_steps: int = 2500
+    lr: float = 8e-3  # AdamW's peak (with Muon: embeddings, norms and biases only)
     min_lr: float = 5e-4
     warmup_steps: int = 50
-    weight_decay: float = 0.1
+    weight_decay: float = 0.0  # on the matrices (AdamW: 0.1 was the old recipe's)
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    optimizer: str = "muon"  # Muon for the blocks' matrices, AdamW (lr) for the rest; "adamw"
+    muon_lr: float = 0.01  # Muon's peak LR (its updates are orthogonal: a different scale)
+    muon_momentum: float = 0.95
+    lr_schedule: str = "cosine"  # or "wsd": warmup, flat at the peak, linear decay at the end
+    decay_frac: float = 0.3  # "wsd": the fraction of max_steps spent decaying to min_lr
     # evaluation and logging
     eval_interval: int = 500
     eval_batches: int = 20
@@ -89,6 +106,32 @@ class TrainConfig:
         return GPTConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
 
+def parse_overrides(text: str) -> dict[str, Any]:
+    """ "key=value,key=value" -> typed `TrainConfig` overrides, e.g. "optimizer=adamw,lr=3e-3"
+    -> {"optimizer": "adamw", "lr": 0.003} (booleans: 1/0, true/false, yes/no)."""
+    types = {f.name: type(f.default) for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in types or not value:
+            raise LLMLabError(
+                f"bad setting {item!r}: write key=value with a TrainConfig field "
+                f"(e.g. optimizer=adamw); fields: {', '.join(sorted(types))}"
+            )
+        kind = types[key]
+        try:
+            if kind is bool:
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("1", "true", "yes")
+            else:
+                out[key] = kind(value)
+        except ValueError:
+            raise LLMLabError(f"bad setting {item!r}: {key} takes a {kind.__name__}") from None
+    return out
+
+
 def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
     for name in ("batch_size", "grad_accum", "max_steps", "block_size", "eval_interval"):
         if getattr(cfg, name) <= 0:
@@ -99,6 +142,17 @@ def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
         raise LLMLabError(f"--lr must be a positive number, got {cfg.lr}")
     if not 0 <= cfg.min_lr <= cfg.lr:
         raise LLMLabError(f"--min-lr must be in [0, --lr={cfg.lr}], got {cfg.min_lr}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise LLMLabError(f"--optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    if cfg.lr_schedule not in SCHEDULES:
+        raise LLMLabError(f"--lr-schedule must be one of {SCHEDULES}, got {cfg.lr_schedule!r}")
+    if not 0 <= cfg.decay_frac <= 1:
+        raise LLMLabError(f"--decay-frac must be in [0, 1], got {cfg.decay_frac}")
+    if not cfg.muon_lr > 0 or not 0 <= cfg.muon_momentum < 1:
+        raise LLMLabError(
+            f"--muon-lr must be > 0 and --muon-momentum in [0, 1), got {cfg.muon_lr}, "
+            f"{cfg.muon_momentum}"
+        )
     if cfg.weight_decay < 0:
         raise LLMLabError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
     for name in ("beta1", "beta2"):
@@ -142,8 +196,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class _Run:
-    """The state of one training run; `train()` drives it."""
+class TrainingRun:
+    """The state of one training run (model, optimiser, data, RNGs, history); `train()`
+    drives it, `benchmarks/bench_step_speed.py` times its `train_step`."""
 
     def __init__(self, cfg: TrainConfig, dist: DistInfo) -> None:
         self.cfg, self.dist = cfg, dist
@@ -158,9 +213,15 @@ class _Run:
         # Same initial weights on every rank (same seed above); from here on each rank draws
         # its own dropout masks, or the ranks' "independent" examples would share them.
         torch.manual_seed(cfg.seed + dist.rank)
-        self.optimizer = configure_adamw(
-            self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.device.type
-        )
+        betas = (cfg.beta1, cfg.beta2)
+        if cfg.optimizer == "muon":
+            self.optimizer = configure_muon(
+                self.model, cfg.muon_lr, cfg.lr, cfg.weight_decay, cfg.muon_momentum, betas
+            )
+        else:
+            self.optimizer = configure_adamw(
+                self.model, cfg.lr, cfg.weight_decay, betas, self.device.type
+            )
         # Training batches come from their own generator, whose state is checkpointed:
         # a resumed run draws exactly the batches the uninterrupted run would have drawn.
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -188,7 +249,8 @@ class _Run:
 
     # -- checkpoints -------------------------------------------------------------------
     def _resume(self, path: Path) -> None:
-        saved = read_config(path)
+        # Through GPTConfig: a checkpoint from before a field existed gets its default.
+        saved = GPTConfig.from_dict(read_config(path)).to_dict()
         current = self.model_cfg.to_dict()
         if saved != current:
             diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
@@ -199,6 +261,12 @@ class _Run:
         state = load_model_dir(path, self.model, map_location=self.device)
         if not state:
             raise LLMLabError(f"{path} holds weights only (no training.pt): it cannot be resumed")
+        saved_opt = state.get("train_config", {}).get("optimizer", "adamw")
+        if saved_opt != self.cfg.optimizer:
+            raise LLMLabError(
+                f"checkpoint {path} was trained with --optimizer {saved_opt}, not "
+                f"{self.cfg.optimizer}: pass --optimizer {saved_opt} to resume it"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.data_gen.set_state(state["data_generator"])
         _set_rng_state(state["rng"])
@@ -238,9 +306,14 @@ class _Run:
 
     def train_step(self) -> tuple[float, float, float]:
         cfg = self.cfg
-        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr)
+        decay_steps = round(cfg.decay_frac * cfg.max_steps)
+        lr = lr_at(
+            self.step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr,
+            cfg.lr_schedule, decay_steps,
+        )  # fmt: skip
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            # Groups with their own peak (Muon's) follow the same schedule, scaled.
+            group["lr"] = group["peak_lr"] * lr / cfg.lr if "peak_lr" in group else lr
         total = 0.0
         for micro in range(cfg.grad_accum):
             x, y = self.batch()
@@ -313,7 +386,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
-    run = _Run(cfg, dist)
+    run = TrainingRun(cfg, dist)
     model, is_main = run.model, dist.is_main
     tokens_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size * cfg.block_size
     fpt = model.flops_per_token()

@@ -1,15 +1,27 @@
-"""Optimiser and learning-rate schedule for language-model training (sprint 09).
+"""Optimisers and learning-rate schedules for language-model training (sprint 09).
 
 - `decay_groups` / `configure_adamw`: AdamW with weight decay on the matrices of linear
-  layers only, none on biases, norms and embeddings (the token embedding, tied to the LM head,
-  counts as an embedding); the fused kernel on CUDA.
-- `lr_at`: linear warmup, then cosine decay to a floor: the schedule of GPT-2/3 training.
+  layers only, none on biases, norms and embeddings (the token embedding and an LM head,
+  tied or not, count as embeddings); the fused kernel on CUDA.
+- `newton_schulz`: the quintic Newton-Schulz iteration that maps a matrix (or a batch of
+  them) to roughly the nearest orthogonal one, U S V^T -> U S' V^T with S' ~ 1.
+- `MuonAdamW` / `muon_groups` / `configure_muon`: Muon (momentum, then orthogonalise the
+  update; Keller Jordan 2024, modded-nanoGPT, nanochat) for the hidden matrices of the
+  blocks, and AdamW for embeddings, the LM head, norms and biases, in ONE optimiser (one
+  state dict to checkpoint). Same-shaped matrices are orthogonalised as one batch, and a
+  fused QKV matrix as its three square parts. Equal to `torch.optim.Muon` and
+  `torch.optim.AdamW` on their groups (tests/test_optim.py).
+- `lr_at`: linear warmup, then cosine decay to a floor (GPT-2/3), or warmup-stable-decay
+  (`schedule="wsd"`: flat at the peak, then a linear decay over the last steps; the
+  "trapezoid" of modded-nanoGPT and nanochat).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+from collections import defaultdict
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +36,7 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     biases, LayerNorm gains and embedding rows it only fights the model (a LayerNorm gain of 0
     switches a feature off; a rare token's embedding would shrink between its rare updates).
     """
-    embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding_params = _embedding_ids(model)
     decay, no_decay, seen = [], [], set()
     for p in model.parameters():  # parameters() yields a tied tensor once
         if not p.requires_grad or id(p) in seen:
@@ -35,6 +47,15 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _embedding_ids(model: nn.Module) -> set[int]:
+    """The token/position embeddings and the LM head (the output embedding), tied or not."""
+    ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    head = getattr(model, "lm_head", None)
+    if isinstance(head, nn.Linear):
+        ids.add(id(head.weight))
+    return ids
 
 
 def configure_adamw(
@@ -52,17 +73,244 @@ def configure_adamw(
     return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, **extra)
 
 
-def lr_at(step: int, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float) -> float:
-    """Learning rate at `step`: linear warmup to `max_lr`, cosine decay to `min_lr`.
+SCHEDULES = ("cosine", "wsd")
+
+
+def lr_at(
+    step: int,
+    max_lr: float,
+    warmup_steps: int,
+    max_steps: int,
+    min_lr: float,
+    schedule: str = "cosine",
+    decay_steps: int = 0,
+) -> float:
+    """Learning rate at `step`: linear warmup to `max_lr`, then decay to `min_lr`.
 
     Warmup keeps the first updates small while Adam's second-moment estimates are still
-    noisy; the cosine then anneals so the last steps settle into a minimum.
+    noisy. `schedule="cosine"` then anneals along half a cosine until `max_steps`;
+    `schedule="wsd"` (warmup-stable-decay) stays at `max_lr` and decays linearly over the
+    last `decay_steps` steps only, so most of the run trains at the peak rate and the decay
+    still ends in a minimum.
     """
     if max_steps <= 0:
         raise LLMLabError(f"max_steps must be positive, got {max_steps}")
+    if schedule not in SCHEDULES:
+        raise LLMLabError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
     if step >= max_steps:
         return min_lr
+    if schedule == "wsd":
+        decay_start = max(warmup_steps, max_steps - decay_steps)
+        if step < decay_start:
+            return max_lr
+        progress = (step - decay_start) / max(1, max_steps - decay_start)
+        return max_lr + progress * (min_lr - max_lr)
     progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+# --- Muon ------------------------------------------------------------------------------------
+
+# The quintic's coefficients from Keller Jordan's Muon (also torch.optim.Muon's defaults):
+# chosen for the steepest slope at 0, so small singular values grow fast in 5 steps.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(
+    g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
+    """Orthogonalise the last two dimensions of `g`: U S V^T -> about U V^T (batched).
+
+    Each step applies the odd polynomial X <- a X + b (X X^T) X + c (X X^T)^2 X, which acts
+    on every singular value alone, s <- a s + b s^3 + c s^5, and pushes all of them (after
+    the division by the Frobenius norm they lie in (0, 1]) towards ~1 (0.7-1.2: close is good
+    enough). Wide matrices keep X X^T small: tall ones are transposed first.
+    """
+    a, b, c = NS_COEFFICIENTS
+    x = g.to(dtype)
+    tall = g.size(-2) > g.size(-1)
+    if tall:
+        x = x.mT
+    batch_shape = x.shape[:-2]
+    x = x.reshape(-1, *x.shape[-2:])  # (batch, rows <= cols)
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.mT
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2, A = X X^T
+        x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
+    x = x.reshape(*batch_shape, *x.shape[-2:])
+    if tall:
+        x = x.mT
+    return x.to(g.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the groups with `use_muon=True`, AdamW for the others, as one optimiser.
+
+    Muon group keys: `lr`, `momentum`, `nesterov`, `ns_steps`, `weight_decay`, and `split`
+    (per parameter, via `muon_groups`: a fused QKV matrix is orthogonalised as 3 blocks).
+    AdamW group keys: `lr`, `betas`, `eps`, `weight_decay`. Every group also keeps its
+    `peak_lr`, which a schedule scales (`lm_training` sets `lr = peak_lr * factor`).
+
+    Muon's step for a matrix W with gradient G (momentum mu, Nesterov):
+    B <- mu B + (1 - mu) G;  U = NS((1 - mu) G + mu B);
+    W <- W (1 - lr wd) - lr sqrt(max(1, rows/cols)) U.
+    The update has every singular value ~1: it moves all directions of the matrix at the same
+    rate, rare ones included, where Adam's element-wise step follows the gradient's few
+    dominant directions. That is why it trains hidden matrices faster per step.
+    """
+
+    def __init__(
+        self,
+        param_groups: list[dict[str, Any]],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.bfloat16,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas,
+            eps=eps, weight_decay=weight_decay, use_muon=False, split=None,
+        )  # fmt: skip
+        super().__init__(param_groups, defaults)
+        self.ns_dtype = ns_dtype
+        for group in self.param_groups:
+            group.setdefault("peak_lr", group["lr"])
+            if group["use_muon"]:
+                split = group["split"] or [1] * len(group["params"])
+                if len(split) != len(group["params"]):
+                    raise LLMLabError("MuonAdamW: give one `split` value per Muon parameter")
+                for p, n in zip(group["params"], split, strict=True):
+                    if p.dim() != 2 or p.shape[0] % n:
+                        raise LLMLabError(
+                            f"Muon needs 2-D matrices whose rows split into {n} blocks, got "
+                            f"{tuple(p.shape)}: put embeddings, norms and biases in AdamW groups"
+                        )
+                group["split"] = list(split)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["use_muon"]:
+                self._muon(group)
+            else:
+                self._adamw(group)
+        return loss
+
+    def _muon(self, group: dict[str, Any]) -> None:
+        mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+        # Momentum first, per matrix; then orthogonalise all same-shaped blocks in one batch
+        # (a few bigger matrix products instead of many small ones: faster on a CPU).
+        by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor, bool]]] = (
+            defaultdict(list)
+        )
+        for p, n in zip(group["params"], group["split"], strict=True):
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buf = state["momentum_buffer"]
+            buf.lerp_(p.grad, 1 - mu)
+            update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+            blocks = update.view(n, p.shape[0] // n, p.shape[1])
+            tall = blocks.shape[1] > blocks.shape[2]  # transposed, it batches with wide ones
+            if tall:
+                blocks = blocks.mT
+            by_shape[(blocks.shape[1], blocks.shape[2])].append((p, blocks, tall))
+        for items in by_shape.values():
+            ortho = newton_schulz(
+                torch.cat([blocks for _, blocks, _ in items]), group["ns_steps"],
+                dtype=self.ns_dtype,
+            )  # fmt: skip
+            for (p, _, tall), out in zip(
+                items, ortho.split([blocks.shape[0] for _, blocks, _ in items]), strict=True
+            ):
+                if tall:
+                    out = out.mT
+                # Keller Jordan's scale: a tall block (more outputs than inputs) moves more.
+                scale = math.sqrt(max(1.0, out.shape[1] / out.shape[2]))
+                p.mul_(1 - lr * wd)
+                p.add_(out.reshape(p.shape), alpha=-lr * scale)
+
+    def _adamw(self, group: dict[str, Any]) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        exp_avg = [s["exp_avg"] for s in states]
+        exp_avg_sq = [s["exp_avg_sq"] for s in states]
+        for s in states:
+            s["step"] += 1
+        t = float(states[0]["step"])  # every parameter of a group steps together
+        if wd:
+            torch._foreach_mul_(params, 1 - lr * wd)  # decoupled weight decay (the W in AdamW)
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+        # m / (1 - b1^t) over sqrt(v / (1 - b2^t)) + eps: the bias-corrected Adam step
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1 - beta1**t))
+
+
+def muon_groups(
+    model: nn.Module, muon_lr: float, adam_lr: float, weight_decay: float = 0.0
+) -> list[dict[str, Any]]:
+    """Param groups for `MuonAdamW`: the hidden matrices (2-D weights of the blocks' Linear
+    layers) go to Muon, with `weight_decay`; embeddings, the LM head, norms and biases go to
+    AdamW without decay. A fused QKV projection (`c_attn`) is marked to split into 3 blocks.
+    """
+    from llmlab.attention import CausalSelfAttention
+
+    fused = {id(m.c_attn.weight) for m in model.modules() if isinstance(m, CausalSelfAttention)}
+    embeddings = _embedding_ids(model)
+    linears = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    muon, split, adam, seen = [], [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if p.dim() == 2 and id(p) in linears and id(p) not in embeddings:
+            muon.append(p)
+            split.append(3 if id(p) in fused else 1)
+        else:
+            adam.append(p)
+    return [
+        {"params": muon, "use_muon": True, "lr": muon_lr, "weight_decay": weight_decay,
+         "split": split},
+        {"params": adam, "use_muon": False, "lr": adam_lr, "weight_decay": 0.0},
+    ]  # fmt: skip
+
+
+def configure_muon(
+    model: nn.Module,
+    muon_lr: float,
+    adam_lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.95,
+    betas: tuple[float, float] = (0.9, 0.95),
+) -> MuonAdamW:
+    """`MuonAdamW` over `muon_groups(model)`."""
+    groups = muon_groups(model, muon_lr, adam_lr, weight_decay)
+    return MuonAdamW(groups, momentum=momentum, betas=betas)

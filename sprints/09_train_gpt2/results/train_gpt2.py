@@ -19,6 +19,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from llmlab.cli import non_negative_int, positive_float, positive_int, probability, run
 from llmlab.data.shakespeare import default_dir, prepare
 from llmlab.errors import LLMLabError
@@ -39,13 +41,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.0,
         bias=False,
         pos_encoding="rope",
+        mlp_act="gelu",
+        qk_norm=False,
+        tie_embeddings=True,
         batch_size=16,
         grad_accum=1,
-        max_steps=3000,
+        max_steps=2500,
+        optimizer="muon",
+        muon_lr=0.01,
+        muon_momentum=0.95,
         lr=8e-3,
         min_lr=5e-4,
+        lr_schedule="cosine",
         warmup_steps=50,
-        weight_decay=0.1,
+        weight_decay=0.0,
         beta2=0.99,
         eval_interval=500,
         eval_batches=20,
@@ -61,11 +70,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.0,
         bias=True,
         pos_encoding="learned",
+        mlp_act="gelu",
+        qk_norm=False,
+        tie_embeddings=True,
         batch_size=16,
         grad_accum=4,
         max_steps=2000,
+        optimizer="adamw",
         lr=6e-4,
         min_lr=6e-5,
+        lr_schedule="cosine",
         warmup_steps=100,
         weight_decay=0.1,
         beta2=0.95,
@@ -114,12 +128,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="positional encoding",
     )
+    m.add_argument("--mlp-act", choices=["gelu", "relu2"], help="MLP activation (relu2: ReLU^2)")
+    m.add_argument(
+        "--qk-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LayerNorm on each head's queries and keys",
+    )
+    m.add_argument(
+        "--tie-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the LM head reuses the token embedding (--no-tie-embeddings: its own matrix)",
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=positive_int, help="sequences per micro-step per process")
     o.add_argument("--grad-accum", type=positive_int, help="micro-steps per optimiser step")
     o.add_argument("--max-steps", type=positive_int, help="optimiser steps (the schedule's length)")
-    o.add_argument("--lr", type=positive_float, help="peak learning rate")
-    o.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay")
+    o.add_argument(
+        "--optimizer",
+        choices=["adamw", "muon"],
+        help="adamw; or muon: Muon for the blocks' matrices, AdamW (--lr) for the rest",
+    )
+    o.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW)")
+    o.add_argument("--muon-lr", type=positive_float, help="peak learning rate of Muon")
+    o.add_argument("--muon-momentum", type=probability, help="Muon's momentum")
+    o.add_argument("--min-lr", type=float, help="final learning rate of the decay (AdamW)")
+    o.add_argument(
+        "--lr-schedule",
+        choices=["cosine", "wsd"],
+        help="cosine: warmup + cosine decay; wsd: warmup, flat, linear decay at the end",
+    )
+    o.add_argument(
+        "--decay-frac", type=probability, help="wsd: fraction of the steps spent decaying"
+    )
     o.add_argument("--warmup-steps", type=non_negative_int, help="linear warmup steps")
     o.add_argument("--weight-decay", type=float, help="AdamW weight decay (matrices only)")
     o.add_argument("--beta2", type=float, help="AdamW beta2")
@@ -153,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s = p.add_argument_group("system")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="CPU threads for torch; 0: torch's default (one per core: the fastest on a quiet "
+        "machine); use 1 when other processes share the cores",
+    )
     s.add_argument(
         "--dtype",
         default="auto",
@@ -233,6 +282,16 @@ def prepared_data(corpus: str, tokenizer: str, timeout_s: float = 900.0) -> Path
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _main(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(args: argparse.Namespace) -> dict[str, Any]:
     cfg, data = resolve(args)
     if args.data_dir:
         cfg.data_dir = str(args.data_dir)

@@ -33,7 +33,7 @@ from tqdm import tqdm  # noqa: E402
 
 from llmlab import gguf_quants as G  # noqa: E402
 from llmlab import quantization as Q  # noqa: E402
-from llmlab.cli import positive_float, positive_int, run  # noqa: E402
+from llmlab.cli import positive_float, positive_int, run, torch_threads  # noqa: E402
 from llmlab.device import seed_everything  # noqa: E402
 from llmlab.errors import LLMLabError  # noqa: E402
 from llmlab.runs import make_writer, run_dir  # noqa: E402
@@ -194,12 +194,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

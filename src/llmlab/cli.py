@@ -3,13 +3,16 @@
 - `run(main)`: call a script's `main()`, print an `LLMLabError` as one line, exit non-zero.
 - `positive_int`, `positive_float`, `probability`: argparse types that reject bad values
   with a clear message instead of failing later with a traceback.
+- `torch_threads(n)`: run a block with `n` torch CPU threads and restore the count after
+  (tests call many scripts' `main()` in one process; the setting is process-wide).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from llmlab.errors import LLMLabError
@@ -29,6 +32,21 @@ def run(main: Callable[..., Any], argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use `n` torch CPU threads inside the block (0 or None: keep the current count), then
+    restore the previous count, even if the block raises."""
+    import torch  # lazily: `--help` of every script stays fast
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def positive_int(text: str) -> int:

@@ -22,7 +22,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from llmlab.checkpoint import load_checkpoint, save_checkpoint
-from llmlab.cli import non_negative_int, positive_float, positive_int, probability, run
+from llmlab.cli import (
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    run,
+    torch_threads,
+)
 from llmlab.data.mnist import (
     MNIST_MEAN,
     MNIST_STD,
@@ -231,13 +238,8 @@ def plot_history(history: dict[str, list[float]], args: argparse.Namespace, out:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):  # process-wide: restored after (tests share a process)
         return train_and_test(args)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give it back (tests share one)
 
 
 def train_and_test(args: argparse.Namespace) -> dict[str, float]:

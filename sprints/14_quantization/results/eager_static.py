@@ -26,7 +26,7 @@ from torch import nn
 from torch.ao import quantization as tq
 
 from llmlab import quantization as Q
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.data.mnist import MNIST_MEAN, MNIST_STD, MNISTSubset
 from llmlab.device import seed_everything
 from llmlab.errors import LLMLabError
@@ -100,12 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @torch.no_grad()

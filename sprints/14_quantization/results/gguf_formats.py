@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from llmlab import gguf_quants as G
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import get_device, seed_everything
 from llmlab.errors import LLMLabError
 from llmlab.evaluation import evaluate_lm
@@ -175,12 +175,8 @@ def load(name: str):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from llmlab import quantization as Q
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import seed_everything
 from llmlab.plotting import plot_curves
 from llmlab.runs import make_writer, run_dir
@@ -108,12 +108,8 @@ def activation_errors(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

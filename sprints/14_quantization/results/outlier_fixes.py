@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from llmlab import quantization as Q
-from llmlab.cli import positive_float, positive_int, run
+from llmlab.cli import positive_float, positive_int, run, torch_threads
 from llmlab.device import seed_everything
 from llmlab.errors import LLMLabError
 from llmlab.plotting import plot_bar_panels
@@ -105,12 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if args.alpha is not None and args.alpha > 1:
         raise LLMLabError(f"--alpha must be in (0, 1], got {args.alpha}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

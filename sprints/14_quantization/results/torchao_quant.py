@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from llmlab import quantization as Q
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import seed_everything
 from llmlab.runs import make_writer, run_dir
 
@@ -51,12 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def weight_kinds(model: nn.Module) -> dict[str, int]:

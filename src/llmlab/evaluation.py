@@ -115,7 +115,8 @@ class CausalLMAdapter(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = self.model(input_ids=idx).logits
+        # No key/value cache: scoring and training never reuse it, and it costs memory.
+        logits = self.model(input_ids=idx, use_cache=False).logits
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

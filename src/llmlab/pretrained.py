@@ -143,8 +143,10 @@ def _resolve(name_or_path: str | Path) -> str:
     name = str(name_or_path)
     if name.lower() == OFFLINE_NAME:
         return str(smollm2_dir())
-    if name.lower() == SPRINT09_NAME or _is_llmlab_checkpoint(Path(name)) or (
-        Path(name, "checkpoints").is_dir()
+    if (
+        name.lower() == SPRINT09_NAME
+        or _is_llmlab_checkpoint(Path(name))
+        or (Path(name, "checkpoints").is_dir())
     ):
         from llmlab.hf_export import ensure_export
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.data.shakespeare import load_prepared, prepare
 from llmlab.device import get_device, seed_everything
 from llmlab.distributed import DistInfo
@@ -351,9 +351,7 @@ def _train_reference(args: argparse.Namespace, data_dir: str, cfg: TrainConfig) 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     get_device(args.device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         data_dir = str(prepare("tiny", "char"))
         base = TrainConfig(data_dir=data_dir, batch_size=args.batch_size,
                            block_size=args.block_size, seed=args.seed, progress=False,
@@ -361,8 +359,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.train_reference:
             return _train_reference(args, data_dir, base)
         return _time(args, data_dir, base)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _time(args: argparse.Namespace, data_dir: str, base: TrainConfig) -> dict[str, Any]:

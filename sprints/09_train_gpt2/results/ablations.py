@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from llmlab.cli import positive_float, positive_int, run
+from llmlab.cli import positive_float, positive_int, run, torch_threads
 from llmlab.data.shakespeare import prepare
 from llmlab.errors import LLMLabError
 from llmlab.lm_training import TrainConfig, parse_overrides, train
@@ -165,12 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = parse_overrides(args.set)
     common.update(device=args.device, save_checkpoints=False, sample_tokens=0,
                   progress=not args.no_progress)  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run_all(names, seeds, args, common)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_all(

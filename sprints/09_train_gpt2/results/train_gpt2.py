@@ -19,9 +19,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from llmlab.cli import non_negative_int, positive_float, positive_int, probability, run
+from llmlab.cli import (
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    run,
+    torch_threads,
+)
 from llmlab.data.shakespeare import default_dir, prepare
 from llmlab.errors import LLMLabError
 from llmlab.lm_training import TrainConfig, train
@@ -282,13 +287,8 @@ def prepared_data(corpus: str, tokenizer: str, timeout_s: float = 900.0) -> Path
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.generate import beam_search, generate, process_logits
 from llmlab.plotting import plot_bar_panels
 from llmlab.pretrained import load_pretrained
@@ -97,9 +97,7 @@ def first_step_panels(model: Any, tok: Any, ids: torch.Tensor, top: int) -> dict
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         model, tok = load_pretrained(args.model)
         ids = tok(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
         n = min(
@@ -126,8 +124,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             first["panels"], out_dir / "next_token_distributions.png",
             title=f"next token after {args.prompt[-40:]!r}",
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(before)
     print(f"prompt: {args.prompt!r} ({args.model}, seed {args.seed}, {n} new tokens)\n")
     print(f"{'strategy':<32} {'rep. bigrams':>12} {'mean log p':>10}  text")
     table = ["| strategy | repeated bigrams | mean log-prob | continuation |", "|---|---|---|---|"]

@@ -18,9 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.generate import stream, stream_transformers
 from llmlab.pretrained import load_pretrained
 
@@ -56,9 +54,7 @@ def consume(pieces: Iterator[str], quiet: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         model, tok = load_pretrained(args.model)
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template(
@@ -79,8 +75,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )  # fmt: skip
         print("--- llmlab: our decoding loop as a Python generator")
         ours = consume(stream(model, tok, ids, n, greedy=True, eos_token_id=eos), args.quiet)
-    finally:
-        torch.set_num_threads(before)
     for name, r in (("transformers", hf), ("llmlab", ours)):
         print(f"{name:>12}: {r['pieces']} pieces, first after {r['first_piece_s']:.2f} s, "
               f"all after {r['total_s']:.2f} s")  # fmt: skip

@@ -14,10 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from llmlab.classification import classify, load_finetuned
-from llmlab.cli import non_negative_int, positive_int, run
+from llmlab.cli import non_negative_int, positive_int, run, torch_threads
 from llmlab.device import get_device
 from llmlab.errors import LLMLabError
 from llmlab.paths import runs_dir
@@ -60,10 +58,7 @@ def newest_checkpoint() -> Path:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         folder = args.checkpoint or newest_checkpoint()
         model, tokenizer, meta = load_finetuned(folder, get_device(args.device))
         texts = args.texts or EXAMPLES
@@ -77,8 +72,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             meta.get("truncation_side", "right"),
             args.batch_size,
         )
-    finally:
-        torch.set_num_threads(threads)
     print(f"{meta['model']} ({meta['strategy']}) from {folder}")
     for text, (label, p) in zip(texts, results, strict=True):
         print(f"{label:>8s} {p:5.2f}  {text}")

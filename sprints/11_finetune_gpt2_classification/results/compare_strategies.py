@@ -35,7 +35,7 @@ from llmlab.classification import (
     label_word_ids,
     load_classifier,
 )
-from llmlab.cli import non_negative_int, positive_float, positive_int, run
+from llmlab.cli import non_negative_int, positive_float, positive_int, run, torch_threads
 from llmlab.data.reviews import SPLIT_SEED, group_split, load_reviews
 from llmlab.device import get_device, seed_everything
 from llmlab.errors import LLMLabError
@@ -91,13 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return compare(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:

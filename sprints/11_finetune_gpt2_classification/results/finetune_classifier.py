@@ -39,7 +39,7 @@ from llmlab.classification import (
     majority_baseline,
     tfidf_baseline,
 )
-from llmlab.cli import non_negative_int, positive_float, positive_int, run
+from llmlab.cli import non_negative_int, positive_float, positive_int, run, torch_threads
 from llmlab.data.reviews import (
     SPLIT_SEED,
     Example,
@@ -256,13 +256,8 @@ def seen_indices(n: int, batch_size: int, seed: int, n_batches: int) -> list[int
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = resolve(build_parser().parse_args(argv))
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return train_and_test(args)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give it back (tests share one)
 
 
 def train_and_test(args: argparse.Namespace) -> dict[str, Any]:

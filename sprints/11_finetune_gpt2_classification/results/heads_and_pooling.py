@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from llmlab.classification import GPTForSequenceClassification, last_token_index, pad_batch
-from llmlab.cli import non_negative_int, positive_int, run
+from llmlab.cli import non_negative_int, positive_int, run, torch_threads
 from llmlab.device import seed_everything
 from llmlab.errors import LLMLabError
 
@@ -53,13 +53,8 @@ def random_hf(shape: tuple[int, ...], labels: int, pad_id: int):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return demo(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from llmlab.classification import is_gpt_checkpoint
-from llmlab.cli import non_negative_int, positive_float, positive_int, run
+from llmlab.cli import non_negative_int, positive_float, positive_int, run, torch_threads
 from llmlab.data.books import BookSplit, load_paradise_lost, load_text_sections, split_sections
 from llmlab.data.lm_dataset import TextDataset, check_length
 from llmlab.device import get_device, seed_everything
@@ -273,13 +273,8 @@ def generations_table(before: list[str], after: list[str], seed: int) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return fine_tune_on_book(args)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give it back (tests share one)
 
 
 def fine_tune_on_book(args: argparse.Namespace) -> dict[str, Any]:

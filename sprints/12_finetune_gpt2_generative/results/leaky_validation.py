@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmlab.cli import non_negative_int, positive_float, positive_int, run
+from llmlab.cli import non_negative_int, positive_float, positive_int, run, torch_threads
 from llmlab.data.books import load_paradise_lost
 from llmlab.data.lm_dataset import TextDataset, check_length
 from llmlab.device import get_device, seed_everything
@@ -108,13 +108,8 @@ def windows_loss(model: GPT, windows: list[tuple[torch.Tensor, torch.Tensor]]) -
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return compare(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:

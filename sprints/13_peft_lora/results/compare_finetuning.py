@@ -49,7 +49,14 @@ from tqdm.auto import tqdm
 
 import llmlab.lora  # noqa: F401  (registers the "lora_scratch" strategy)
 from llmlab.classification import is_gpt_checkpoint
-from llmlab.cli import non_negative_int, positive_float, positive_int, probability, run
+from llmlab.cli import (
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    run,
+    torch_threads,
+)
 from llmlab.data.books import BookSplit, load_paradise_lost, load_text_sections, split_sections
 from llmlab.data.lm_dataset import TextDataset
 from llmlab.device import get_device, seed_everything
@@ -543,15 +550,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str, cpu_time: bool = Tr
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         if args.worker:
             return worker(args.worker)
         return compare(args)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give it back (tests share one)
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:

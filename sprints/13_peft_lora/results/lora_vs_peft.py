@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmlab.cli import non_negative_int, run
+from llmlab.cli import non_negative_int, run, torch_threads
 from llmlab.device import seed_everything
 from llmlab.errors import LLMLabError
 from llmlab.gpt import GPT, GPTConfig
@@ -195,13 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise LLMLabError("lora_vs_peft checks float32 parity on the CPU: pass --device cpu")
     if args.tokens < 1:
         raise LLMLabError(f"--tokens must be at least 1, got {args.tokens}")
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return compare(args)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give it back (tests share one)
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from llmlab.classification import is_gpt_checkpoint
-from llmlab.cli import non_negative_int, positive_int, run
+from llmlab.cli import non_negative_int, positive_int, run, torch_threads
 from llmlab.device import get_device, seed_everything
 from llmlab.errors import LLMLabError
 from llmlab.generate import generate
@@ -128,13 +128,8 @@ def timings(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return merge(args)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give it back (tests share one)
 
 
 def merge(args: argparse.Namespace) -> dict[str, Any]:

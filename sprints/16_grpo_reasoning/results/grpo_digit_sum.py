@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from llmlab.cli import non_negative_int, positive_float, positive_int, run
+from llmlab.cli import non_negative_int, positive_float, positive_int, run, torch_threads
 from llmlab.device import get_device, seed_everything
 from llmlab.generate import generate
 from llmlab.gpt import GPT
@@ -123,13 +123,8 @@ def greedy_examples(task: DigitSumTask, model: GPT, pairs: list[tuple[int, int]]
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from llmlab.cli import non_negative_int, positive_float, positive_int, run
+from llmlab.cli import non_negative_int, positive_float, positive_int, run, torch_threads
 from llmlab.data.recipes import arithmetic_problems, load_recipes, select_split
 from llmlab.device import get_device, seed_everything
 from llmlab.errors import LLMLabError
@@ -267,13 +267,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise LLMLabError("need --beta >= 0 and 0 <= --epsilon < 1")
     if args.num_generations < 2:
         raise LLMLabError("--num-generations must be >= 2: GRPO compares completions of a prompt")
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:

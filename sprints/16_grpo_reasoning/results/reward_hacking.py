@@ -20,10 +20,9 @@ import time
 from collections import Counter
 
 import matplotlib.pyplot as plt
-import torch
 
 import llmlab.plotting  # noqa: F401  (selects the headless Agg backend)
-from llmlab.cli import run
+from llmlab.cli import run, torch_threads
 from llmlab.device import get_device, seed_everything
 from llmlab.generate import generate
 from llmlab.grpo import train_grpo
@@ -51,13 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict:

@@ -9,9 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from llmlab.cli import non_negative_int
+from llmlab.cli import non_negative_int, torch_threads
 
 SPRINT = "17_gnn"
 
@@ -32,13 +30,8 @@ def add_common_args(parser: argparse.ArgumentParser, seed_help: str = "random se
 def with_threads(args: argparse.Namespace, body: Callable[[argparse.Namespace], Any]) -> Any:
     """Run `body(args)` with `args.threads` torch threads, then give the old count back (a
     process-wide setting, and the tests run every script in one process)."""
-    before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return body(args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

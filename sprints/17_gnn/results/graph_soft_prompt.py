@@ -6,11 +6,12 @@ tokens" in the LM's input-embedding space, placed inside the prompt
 "Club member [virtual tokens] sided with" -> " Mr. Hi." or " the Officer.". Only the map is
 trained, on half of the members; the LM (SmolLM2-135M-Instruct by default, or your sprint-09
 GPT) is frozen. On the other half we decode greedily and check the generated label, and
-compare with baselines: the same prompt without virtual tokens, a text prompt that describes
-the member's friends and their known clubs, a majority vote of labelled friends, and the
-majority class.
+compare with baselines: the same prompt without virtual tokens, a majority vote of labelled
+friends, the majority class and, with `--text-baseline`, a text prompt that describes the
+member's friends and their known clubs.
 
-Run: python -m sprints.17_gnn.results.graph_soft_prompt --seeds 3
+Run: python -m sprints.17_gnn.results.graph_soft_prompt
+     python -m sprints.17_gnn.results.graph_soft_prompt --text-baseline   # the sprint README's table
 """
 
 from __future__ import annotations
@@ -72,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-tokens", type=positive_int, default=4, help="tokens generated per member"
     )
     parser.add_argument(
-        "--no-text-baseline",
-        action="store_true",
-        help="skip the text-description baseline (one prompt per member: the slowest part; "
-        "skipped anyway when its prompts do not fit the model's context)",
+        "--text-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also score the text-description baseline (one long prompt per member: about a "
+        "minute more with SmolLM2; skipped anyway when its prompts do not fit the context)",
     )
     add_common_args(parser, "first seed (split, embeddings and projection of seed, seed+1, ...)")
     return parser
@@ -169,7 +171,7 @@ def _main(args: argparse.Namespace) -> dict[str, float | str]:
             f"prompt + virtual tokens + label = {longest} tokens, more than the model's context "
             f"of {context}: shorten --before / --after or use fewer --virtual-tokens"
         )
-    text_baseline = not args.no_text_baseline and text_baseline_fits(
+    text_baseline = args.text_baseline and text_baseline_fits(
         tokenizer, karate, context, max(map(len, labels))
     )
     width = input_embedding(model).weight.shape[1]

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import seed_everything
 from llmlab.plotting import plot_heatmap
 from llmlab.runs import make_writer, run_dir
 from llmlab.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from llmlab.seq2seq_training import evaluate, mean_std, train_seq2seq
 
-from ._common import SPRINT, add_training_args, base_config, seeds, test_batch, torch_threads
+from ._common import SPRINT, add_training_args, base_config, seeds, test_batch
 
 SCRIPT = "01_encoder_decoder"
 

@@ -16,14 +16,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from llmlab.cli import run
+from llmlab.cli import run, torch_threads
 from llmlab.data.seq_tasks import TASKS
 from llmlab.errors import LLMLabError
 from llmlab.plotting import plot_curves
 from llmlab.runs import run_dir
 from llmlab.seq2seq_training import mean_std
 
-from ._common import SPRINT, add_training_args, compare, torch_threads
+from ._common import SPRINT, add_training_args, compare
 
 SCRIPT = "02_exposure_bias"
 

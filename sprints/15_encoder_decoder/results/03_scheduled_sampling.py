@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from llmlab.cli import probability, run
+from llmlab.cli import probability, run, torch_threads
 from llmlab.plotting import plot_curves
 from llmlab.runs import run_dir
 from llmlab.seq2seq_training import SCHEDULES, teacher_prob
 
-from ._common import SPRINT, add_training_args, compare, mean_curve, print_deltas, torch_threads
+from ._common import SPRINT, add_training_args, compare, mean_curve, print_deltas
 
 SCRIPT = "03_scheduled_sampling"
 

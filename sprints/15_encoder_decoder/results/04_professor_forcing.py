@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from llmlab.cli import positive_float, probability, run
+from llmlab.cli import positive_float, probability, run, torch_threads
 from llmlab.plotting import plot_curves
 from llmlab.runs import run_dir
 
-from ._common import SPRINT, add_training_args, compare, mean_curve, print_deltas, torch_threads
+from ._common import SPRINT, add_training_args, compare, mean_curve, print_deltas
 
 SCRIPT = "04_professor_forcing"
 

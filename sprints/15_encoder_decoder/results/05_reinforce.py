@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from llmlab.cli import probability, run
+from llmlab.cli import probability, run, torch_threads
 from llmlab.plotting import plot_curves
 from llmlab.runs import run_dir
 
-from ._common import SPRINT, add_training_args, compare, mean_curve, print_deltas, torch_threads
+from ._common import SPRINT, add_training_args, compare, mean_curve, print_deltas
 
 SCRIPT = "05_reinforce"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from llmlab.cli import positive_int, run
+from llmlab.cli import positive_int, run, torch_threads
 from llmlab.data.seq_tasks import SeqBatch, length_split
 from llmlab.errors import LLMLabError
 from llmlab.plotting import plot_curves
@@ -30,7 +30,7 @@ from llmlab.runs import make_writer, run_dir
 from llmlab.seq2seq import Seq2SeqTransformer
 from llmlab.seq2seq_training import evaluate, mean_std, train_seq2seq
 
-from ._common import SPRINT, TEST_SEED, add_training_args, base_config, seeds, torch_threads
+from ._common import SPRINT, TEST_SEED, add_training_args, base_config, seeds
 
 SCRIPT = "06_flip_baseline"
 

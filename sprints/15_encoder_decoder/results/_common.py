@@ -8,9 +8,7 @@ and runs into tables, so that scripts 02-06 differ only in what they compare.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +122,6 @@ def base_config(args: argparse.Namespace, **overrides: Any) -> Seq2SeqTrainConfi
 
 def seeds(args: argparse.Namespace) -> list[int]:
     return list(range(args.seed, args.seed + args.n_seeds))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Set PyTorch's thread count for the block (0 = leave it), then give the old one back:
-    it is a process-wide setting and the tests run many scripts in one process."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_batch(cfg: Seq2SeqTrainConfig, size: int) -> SeqBatch:

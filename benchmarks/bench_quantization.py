@@ -108,8 +108,7 @@ def bench_model(name: str, args: argparse.Namespace, writer) -> dict[str, Any] |
         return None
     block = min(args.block_size, context)
     ids = Q.heldout_tokens(tok, args.char_tokens if name == "sprint09" else args.tokens)
-    cal = torch.from_numpy(Q.heldout_tokens(tok, args.calib_tokens, play=Q.CALIBRATION_PLAY))
-    batches = [cal[i : i + block][None] for i in range(0, args.calib_tokens - block + 1, block)]
+    batches = Q.calibration_batches(tok, args.calib_tokens, block)
     stats = Q.collect_input_stats(model, batches) if set(args.methods) & set(Q.CALIBRATED) else None
     base = Q.perplexity_of(model, ids, block)
     rows: dict[str, dict[str, Any]] = {}

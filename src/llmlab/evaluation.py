@@ -106,17 +106,22 @@ def evaluate_lm(
 
 
 class CausalLMAdapter(nn.Module):
-    """A `transformers` causal LM behind llmlab's `forward(idx, targets) -> (logits, loss)`."""
+    """Any causal LM behind llmlab's `forward(idx, targets) -> (logits, loss)`: a
+    `transformers` model is called with `input_ids`; an llmlab model (already answering
+    this way) is passed through, so one code path scores both."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.is_llmlab = type(model).__module__.startswith("llmlab.")
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # No key/value cache: scoring and training never reuse it, and it costs memory.
-        logits = self.model(input_ids=idx, use_cache=False).logits
+        if self.is_llmlab:
+            logits = self.model(idx)[0]
+        else:  # no key/value cache: scoring and training never reuse it, and it costs memory
+            logits = self.model(input_ids=idx, use_cache=False).logits
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -23,7 +23,7 @@ what `Trainer` does for these sprints (same AdamW, warmup, clipping, accumulatio
   tqdm, an optional wall-clock budget. Batches are a deterministic function of (seed, step).
 - Losses: `hf_loss` (`model(**batch).loss`, the Hugging Face convention, also followed by
   `GPTForSequenceClassification`) and `lm_loss` (`model(x, y)` -> (logits, loss), our GPT).
-- `CausalLMAdapter` is re-exported from `llmlab.evaluation` (a Hugging Face causal LM behind
+- `CausalLMAdapter` is re-exported from `llmlab.evaluation` (any causal LM behind
   our GPT's interface), so `lm_loss` trains SmolLM2 and our GPT the same way.
 """
 

@@ -39,11 +39,12 @@ Real int8 kernels on the CPU (note 04):
   quantized copy of a language model.
 
 Measuring (every sprint-14 script and `benchmarks/bench_quantization.py`):
-- `LMAdapter`: any causal LM (transformers or llmlab `GPT`) as `(idx, targets) -> (logits,
-  loss)`, so `llmlab.evaluation.evaluate_lm` scores it.
+- `LMAdapter`: another name for `llmlab.evaluation.CausalLMAdapter` (any causal LM as
+  `(idx, targets) -> (logits, loss)`, so `evaluate_lm` scores it).
 - `load_lm(name)`: "smollm2", "sprint09" (your model) or "tiny" (random, for smoke runs).
 - `heldout_tokens(tokenizer)`: Macbeth (not in the tiny corpus), tokenised, for perplexity;
   `perplexity_of(model, ids, window)`: every token scored once, one window at a time.
+- `calibration_batches(tokenizer, n, block)`: the first n tokens of Hamlet in (1, block) windows.
 - `state_dict_bytes(model)`: the size `torch.save` writes; `time_side_by_side`,
   `time_forward`: latencies measured in turns.
 """
@@ -69,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.errors import LLMLabError
+from llmlab.evaluation import CausalLMAdapter, evaluate_lm
 
 # torchao (imported by these helpers, or by transformers when it is installed) registers
 # enums with torch.compile and torch logs a deprecation warning for each: noise for a
@@ -336,7 +338,7 @@ def collect_input_stats(
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
-    adapter = LMAdapter(model)
+    adapter = CausalLMAdapter(model)
     try:
         for batch in batches:
             adapter(batch)
@@ -840,27 +842,7 @@ def quantize_lm(
 # --- measuring -----------------------------------------------------------------------------
 
 
-class LMAdapter(nn.Module):
-    """A causal LM seen as llmlab's `GPT`: forward(idx, targets) -> (logits, mean loss).
-
-    llmlab models already answer this way; transformers models are called with input_ids.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.is_llmlab = type(model).__module__.startswith("llmlab.")
-
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = self.model(idx)[0] if self.is_llmlab else self.model(input_ids=idx).logits
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+LMAdapter = CausalLMAdapter  # the name this module used first (llmlab.evaluation's)
 
 
 HELDOUT_PLAY = "macbeth_gut.txt"  # not among the plays of the tiny corpus sprint 09 trains on
@@ -932,14 +914,22 @@ def heldout_tokens(
     return np.asarray(ids, dtype=np.int64)
 
 
+def calibration_batches(
+    tokenizer, n_tokens: int, block: int, play: str = CALIBRATION_PLAY
+) -> list[torch.Tensor]:
+    """The first `n_tokens` of a calibration play cut into full (1, block) windows."""
+    ids = torch.from_numpy(heldout_tokens(tokenizer, n_tokens, play=play))
+    return [ids[i : i + block][None] for i in range(0, n_tokens - block + 1, block)]
+
+
 def perplexity_of(
     model: nn.Module, ids: np.ndarray, window: int, device: torch.device | str = "cpu"
 ) -> float:
     """Perplexity over every token of `ids`, in consecutive windows fed ONE at a time: a
     per-tensor activation scale must not depend on which other texts share the batch."""
-    from llmlab.evaluation import evaluate_lm
-
-    return evaluate_lm(LMAdapter(model), ids, window, batch_size=1, device=device)["perplexity"]
+    return evaluate_lm(CausalLMAdapter(model), ids, window, batch_size=1, device=device)[
+        "perplexity"
+    ]
 
 
 def state_dict_bytes(model: nn.Module) -> int:
@@ -972,6 +962,6 @@ def time_forward(
     models: dict[str, nn.Module], idx: torch.Tensor, repeats: int = 5, warmup: int = 1
 ) -> dict[str, float]:
     """Median seconds of one forward pass of each language model on `idx`, side by side."""
-    adapters = {name: LMAdapter(m) for name, m in models.items()}
+    adapters = {name: CausalLMAdapter(m) for name, m in models.items()}
     calls = {name: (lambda a=a: a(idx)) for name, a in adapters.items()}
     return time_side_by_side(calls, repeats, warmup)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from llmlab import quantization as Q
 from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import seed_everything
+from llmlab.evaluation import CausalLMAdapter
 from llmlab.gpt import GPT, GPTConfig
 from llmlab.runs import make_writer, run_dir
 
@@ -91,7 +92,7 @@ def conv1d_trap(shape: str, block: int, repeats: int) -> dict[str, Any]:
     fixed_q, fixed_counts = Q.eager_dynamic(GPT.from_hf(hf).eval())  # the fix: convert first
     x = torch.randint(vocab, (1, block), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        same = (Q.LMAdapter(ours)(x)[0] - Q.LMAdapter(hf)(x)[0]).abs().max().item()
+        same = (CausalLMAdapter(ours)(x)[0] - CausalLMAdapter(hf)(x)[0]).abs().max().item()
     t = Q.time_forward({"ours": ours, "ours_int8": ours_q, "hf": hf, "hf_int8": hf_q}, x, repeats)
     out = {
         "shape": shape,

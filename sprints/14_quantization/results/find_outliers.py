@@ -25,6 +25,7 @@ import torch
 from llmlab import quantization as Q
 from llmlab.cli import positive_float, positive_int, run, torch_threads
 from llmlab.device import seed_everything
+from llmlab.evaluation import CausalLMAdapter
 from llmlab.plotting import plot_curves, plot_heatmap
 from llmlab.runs import make_writer, run_dir
 
@@ -78,8 +79,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
     model, tok, context = Q.load_lm(args.model, args.seed)
     block = min(args.block_size, context)
-    ids = torch.from_numpy(Q.heldout_tokens(tok, args.calib_tokens, play=Q.CALIBRATION_PLAY))
-    batches = [ids[i : i + block][None] for i in range(0, args.calib_tokens - block + 1, block)]
+    batches = Q.calibration_batches(tok, args.calib_tokens, block)
     stats = Q.collect_input_stats(model, batches)
     out_dir = run_dir(SPRINT, "find_outliers")
     names = list(stats)
@@ -141,7 +141,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     seen: list[torch.Tensor] = []
     handle = model.get_submodule(name).register_forward_pre_hook(lambda m, a: seen.append(a[0]))
     with torch.no_grad():
-        Q.LMAdapter(model)(batches[0])
+        CausalLMAdapter(model)(batches[0])
     handle.remove()
     x = seen[0].reshape(-1, seen[0].shape[-1]).abs().float()
     median_channel = int(stats[name].channel_absmax.argsort()[x.shape[1] // 2])

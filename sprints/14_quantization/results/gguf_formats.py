@@ -27,9 +27,9 @@ from llmlab import gguf_quants as G
 from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import get_device, seed_everything
 from llmlab.errors import LLMLabError
-from llmlab.evaluation import evaluate_lm
+from llmlab.evaluation import CausalLMAdapter, evaluate_lm
 from llmlab.plotting import plot_bar_panels
-from llmlab.quantization import LMAdapter, heldout_tokens, quant_error
+from llmlab.quantization import heldout_tokens, quant_error
 from llmlab.runs import make_writer, run_dir
 
 SPRINT = "14_quantization"
@@ -207,7 +207,9 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 block = model.config.block_size
                 ids = heldout_tokens(tok, args.char_tokens)
-            base = evaluate_lm(LMAdapter(model).to(device), ids, block, 1, device)["perplexity"]
+            base = evaluate_lm(CausalLMAdapter(model).to(device), ids, block, 1, device)[
+                "perplexity"
+            ]
             rows = {"float": {"perplexity": base, "delta_pct": 0.0, "mib": None}}
             print(f"\n{name}: {len(ids) - 1:,} Macbeth tokens, windows of {block}; "
                   f"float perplexity {base:.3f}")  # fmt: skip
@@ -220,7 +222,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
                         this = next((f for k, f in overrides.items() if k in module_name), fmt)
                         err.append(quant_error(module.weight, G.roundtrip(module.weight, this)))
                 counts = G.quantize_model_weights_(q, fmt, overrides=overrides)
-                p = evaluate_lm(LMAdapter(q).to(device), ids, block, 1, device)["perplexity"]
+                p = evaluate_lm(CausalLMAdapter(q).to(device), ids, block, 1, device)["perplexity"]
                 mib = (counts["packed_bytes"] + 4 * counts["float_params"]) / 2**20
                 rows[label] = {
                     "perplexity": p,

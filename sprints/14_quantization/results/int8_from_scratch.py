@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from llmlab import quantization as Q
 from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import seed_everything
+from llmlab.evaluation import CausalLMAdapter
 from llmlab.plotting import plot_curves
 from llmlab.runs import make_writer, run_dir
 
@@ -96,7 +97,7 @@ def activation_errors(
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
-    adapter = Q.LMAdapter(model)
+    adapter = CausalLMAdapter(model)
     try:
         for batch in batches:
             adapter(batch)
@@ -116,8 +117,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
     model, tok, context = Q.load_lm(args.model, args.seed)
     block = min(args.block_size, context)
-    ids = torch.from_numpy(Q.heldout_tokens(tok, args.calib_tokens, play=Q.CALIBRATION_PLAY))
-    batches = [ids[i : i + block][None] for i in range(0, args.calib_tokens, block)]
+    batches = Q.calibration_batches(tok, args.calib_tokens, block)
     out_dir = run_dir(SPRINT, "int8_from_scratch")
     writer = make_writer(out_dir)
     layers = Q.linear_layers(model)

@@ -95,9 +95,9 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     ids = Q.heldout_tokens(tok, args.tokens)
 
     def calibrate(play: str) -> dict[str, Q.InputStats]:
-        cal = torch.from_numpy(Q.heldout_tokens(tok, args.calib_tokens, play=play))
-        batches = [cal[i : i + block][None] for i in range(0, args.calib_tokens - block + 1, block)]
-        return Q.collect_input_stats(model, batches)
+        return Q.collect_input_stats(
+            model, Q.calibration_batches(tok, args.calib_tokens, block, play)
+        )
 
     out_dir = run_dir(SPRINT, "int8_recipe")
     writer = make_writer(out_dir)

@@ -114,8 +114,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     model, tok, context = Q.load_lm(args.model, args.seed)
     block = min(args.block_size, context)
     ids = Q.heldout_tokens(tok, args.tokens)
-    cal = torch.from_numpy(Q.heldout_tokens(tok, args.calib_tokens, play=Q.CALIBRATION_PLAY))
-    batches = [cal[i : i + block][None] for i in range(0, args.calib_tokens - block + 1, block)]
+    batches = Q.calibration_batches(tok, args.calib_tokens, block)
     stats = (
         Q.collect_input_stats(model, batches) if any(METHODS[m][1] for m in args.methods) else {}
     )

@@ -143,6 +143,32 @@ def test_batches_are_deterministic_epochs() -> None:
     assert batch_indices(10, 4, 3, 3) != epoch[0]  # the next epoch is reshuffled
 
 
+def test_length_grouped_batches_pad_less_and_see_the_same_examples() -> None:
+    """group_by_length: each run of `group_size` batches holds the same examples as without
+    grouping (so do whole epochs), a batch's lengths are similar, and padding falls."""
+    n, bs, group = 1000, 16, 10
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 64, (n,), generator=gen).tolist()
+    plain = [batch_indices(n, bs, 7, b) for b in range(2 * 63)]  # two epochs (63 batches each)
+    grouped = [batch_indices(n, bs, 7, b, lengths, group) for b in range(2 * 63)]
+    for start in range(0, 63, group):  # per group of batches, within each epoch
+        for epoch in (0, 63):
+            a = sum(plain[epoch + start : epoch + min(start + group, 63)], [])
+            b = sum(grouped[epoch + start : epoch + min(start + group, 63)], [])
+            assert sorted(a) == sorted(b)
+    assert grouped[:63] != sorted(grouped[:63], key=lambda b: -lengths[b[0]])  # order shuffled
+    assert grouped[:63] != grouped[63:]  # and reshuffled per epoch
+
+    def padded(batches: list[list[int]]) -> float:
+        real = sum(lengths[i] for b in batches for i in b)
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches) / real
+
+    assert padded(plain) > 1.5 and padded(grouped) < 1.1, (padded(plain), padded(grouped))
+    assert batch_indices(n, bs, 7, 5, lengths, group) == grouped[5]  # pure: resume-safe
+    with pytest.raises(LLMLabError, match="lengths"):
+        batch_indices(n, bs, 7, 5, lengths[:-1], group)
+
+
 def test_finetune_learns_keeps_the_best_and_stops_early(tmp_path) -> None:
     train, val = toy_task(64, seed=0), toy_task(32, seed=1)
     model = set_trainable(tiny_llama_classifier(), "full")

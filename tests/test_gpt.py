@@ -257,6 +257,29 @@ def test_relu2_equals_hugging_face_relu_squared() -> None:
         GPTConfig(mlp_act="swiglu")
 
 
+def test_exact_gelu_equals_hugging_face_gelu_and_round_trips_through_gpt2() -> None:
+    """`mlp_act="gelu_erf"` is Hugging Face's `"gelu"` (not GPT-2's tanh `"gelu_new"`, which
+    differs by up to ~5e-4), and a GPT-2 with `activation_function="gelu"` loads back as it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.activations import ACT2FN
+
+    from llmlab.gpt import gelu_erf
+
+    x = torch.linspace(-6, 6, 1001)
+    torch.testing.assert_close(gelu_erf(x), ACT2FN["gelu"](x), atol=0, rtol=0)
+    gap = float((gelu_erf(x) - ACT2FN["gelu_new"](x)).abs().max())
+    assert 1e-4 < gap < 1e-3, gap
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(
+        GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                   activation_function="gelu")
+    ).eval()  # fmt: skip
+    gpt = GPT.from_hf(hf).eval()
+    assert gpt.config.mlp_act == "gelu_erf"
+    idx = torch.randint(0, 50, (2, 9))
+    torch.testing.assert_close(gpt(idx)[0], hf(idx).logits, atol=1e-5, rtol=1e-4)
+
+
 def test_qk_norm_normalises_each_heads_queries_and_keys() -> None:
     """With QK-norm, attention logits no longer grow with the size of q and k: scaling the
     query/key rows of c_attn by 100 leaves the output unchanged (without: it changes)."""

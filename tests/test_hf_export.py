@@ -22,6 +22,9 @@ CASES = [
     dict(pos_encoding="rope", bias=True, qk_norm=True),
     dict(pos_encoding="rope", bias=False, mlp_act="relu2", tie_embeddings=False),
     dict(pos_encoding="learned", bias=False, mlp_act="relu2", tie_embeddings=False),
+    # the default run's exact GELU
+    dict(pos_encoding="rope", bias=False, mlp_act="gelu_erf"),
+    dict(pos_encoding="learned", bias=False, mlp_act="gelu_erf"),
 ]
 
 

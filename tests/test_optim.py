@@ -307,6 +307,7 @@ def test_muon_equals_torch_optim_muon() -> None:
     ours = MuonAdamW(
         [{"params": our_params, "use_muon": True, "lr": 0.05, "weight_decay": 0.1}],
         momentum=0.9,
+        ns_dtype=torch.bfloat16,  # torch's precision (ours defaults to fp32 off CUDA)
     )
     for step in range(4):
         _same_grads(ref_params, our_params, shapes=shapes, seed=step)
@@ -327,13 +328,46 @@ def test_muon_split_orthogonalises_a_fused_qkv_matrix_as_three_blocks() -> None:
     ref_params, fused = _twin_params([(d, d)] * 3)
     qkv = nn.Parameter(torch.cat([p.detach() for p in fused]))
     ref = torch.optim.Muon(ref_params, lr=0.02, weight_decay=0.0)
-    ours = MuonAdamW([{"params": [qkv], "use_muon": True, "lr": 0.02, "split": [3]}])
+    ours = MuonAdamW(
+        [{"params": [qkv], "use_muon": True, "lr": 0.02, "split": [3]}], ns_dtype=torch.bfloat16
+    )
     for step in range(3):
         _same_grads(ref_params, shapes=[(d, d)] * 3, seed=step)
         qkv.grad = torch.cat([p.grad for p in ref_params])
         ref.step()
         ours.step()
     torch.testing.assert_close(qkv.detach(), torch.cat([p.detach() for p in ref_params]))
+
+
+def test_muon_orthogonalises_in_the_precision_the_hardware_has(monkeypatch) -> None:
+    """bf16 Newton-Schulz only where bf16 is native (CUDA, AVX512-BF16/AMX CPUs); an AVX2 CPU
+    emulates it ~20x slower, so there it runs in fp32: one step equals the update built by
+    hand from `newton_schulz(dtype=float32)` and differs a little from the bf16 one."""
+    from llmlab import optim
+
+    assert optim.fast_ns_dtype(torch.device("cuda")) == torch.bfloat16
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(optim, "_cpu_has_native_bf16", lambda native=native: native)
+        assert optim.fast_ns_dtype(torch.device("cpu")) == expected
+    monkeypatch.setattr(optim, "_cpu_has_native_bf16", lambda: False)
+    torch.manual_seed(0)
+    shape = (32, 16)
+    start = torch.randn(shape)
+    grad = torch.randn(shape)
+    moved = {}
+    for dtype in (None, torch.bfloat16):
+        p = nn.Parameter(start.clone())
+        p.grad = grad.clone()
+        opt = MuonAdamW([{"params": [p], "use_muon": True, "lr": 0.1}], momentum=0.9,
+                        ns_dtype=dtype)  # fmt: skip
+        assert opt.ns_dtype_for(p) == (dtype or torch.float32)
+        opt.step()
+        moved[dtype] = (start - p.detach()) / 0.1
+    # Nesterov momentum from a zero buffer: update = g lerp (0.1 g) at 0.9 = 0.19 g.
+    expected = newton_schulz(0.19 * grad, dtype=torch.float32) * math.sqrt(32 / 16)
+    torch.testing.assert_close(moved[None], expected, atol=1e-5, rtol=0)
+    gap = float((moved[None] - moved[torch.bfloat16]).abs().max())
+    assert 0 < gap < 0.1, gap
 
 
 def test_adamw_groups_equal_torch_adamw() -> None:

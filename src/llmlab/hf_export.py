@@ -10,8 +10,8 @@ works on it. No new architecture is registered: each position type maps onto an 
   sprint-09 default) -> `GPTNeoXForCausalLM` with a sequential residual
   (`use_parallel_residual=False`), full-width rotary and LayerNorm; rotary with QK-norm ->
   `PersimmonForCausalLM` (the same layout plus a LayerNorm on each head's queries and keys).
-  The MLP's activation maps to `gelu_new`/`gelu_pytorch_tanh` or `relu2`, an untied LM head
-  to `tie_word_embeddings=False`. Missing biases (`bias=False` models) are exported as
+  The MLP's activation maps to `gelu_new`/`gelu_pytorch_tanh`, `gelu` (exact) or `relu2`, an
+  untied LM head to `tie_word_embeddings=False`. Missing biases (`bias=False` models) are exported as
   zeros. `GPT.to_hf()` calls this.
 - `to_hf_tokenizer(tokenizer)`: our `CharTokenizer` (a `tokenizers` WordLevel model over
   single characters) or `BPETokenizer` as a `PreTrainedTokenizerFast`.
@@ -108,8 +108,9 @@ def _gpt2(gpt: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 # Our MLP activations under their Hugging Face names (`transformers.activations.ACT2FN`).
 _ACT = {
-    "gpt2": {"gelu": "gelu_new", "relu2": "relu2"},  # gelu_new: GPT-2's tanh GELU
-    "rotary": {"gelu": "gelu_pytorch_tanh", "relu2": "relu2"},  # = F.gelu(approximate="tanh")
+    "gpt2": {"gelu": "gelu_new", "gelu_erf": "gelu", "relu2": "relu2"},  # gelu_new: tanh GELU
+    # gelu_pytorch_tanh = F.gelu(approximate="tanh"); "gelu" = the exact F.gelu
+    "rotary": {"gelu": "gelu_pytorch_tanh", "gelu_erf": "gelu", "relu2": "relu2"},
 }
 
 

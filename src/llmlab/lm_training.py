@@ -63,7 +63,7 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False
     pos_encoding: str = "rope"
-    mlp_act: str = "gelu"
+    mlp_act: str = "gelu_erf"
     qk_norm: bool = False
     tie_embeddings: bool = True
     # optimisation

@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.0,
         bias=False,
         pos_encoding="rope",
-        mlp_act="gelu",
+        mlp_act="gelu_erf",  # the exact GELU: the same curve, cheaper on a CPU
         qk_norm=False,
         tie_embeddings=True,
         batch_size=16,
@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="positional encoding",
     )
-    m.add_argument("--mlp-act", choices=["gelu", "relu2"], help="MLP activation (relu2: ReLU^2)")
+    m.add_argument(
+        "--mlp-act",
+        choices=["gelu", "gelu_erf", "relu2"],
+        help="MLP activation (gelu: GPT-2's tanh form; gelu_erf: exact; relu2: ReLU^2)",
+    )
     m.add_argument(
         "--qk-norm",
         action=argparse.BooleanOptionalAction,

@@ -126,8 +126,12 @@ def test_eager_static_mlp_and_cnn() -> None:
     mlp, cnn = out["mlp"], out["cnn"]
     assert set(mlp["ms"]) == {"float32", "packed for x86", "packed for qnnpack",
                               "x86, qnnpack's 8-bit qconfig", "x86, stubs around every layer"}  # fmt: skip
-    # x86's qconfig keeps 7 activation bits (reduce_range), qnnpack's all 8: less error
-    assert mlp["errors"]["x86, qnnpack's 8-bit qconfig"] < mlp["errors"]["packed for x86"] < 0.1
+    # x86's qconfig keeps 7 activation bits (reduce_range), qnnpack's all 8: less error with
+    # VNNI; without it (AVX2) the 8 bits overflow fbgemm's int16 sums, which is what
+    # reduce_range guards against (measured on an AVX2 EPYC: 0.127 vs 0.029)
+    eight, seven = mlp["errors"]["x86, qnnpack's 8-bit qconfig"], mlp["errors"]["packed for x86"]
+    assert seven < 0.1
+    assert (eight > seven) if Q.reduce_range_needed() else (eight < seven)
     acc = cnn["accuracy"]
     assert acc["float32"] > 0.5 and abs(acc["int8 (x86)"] - acc["float32"]) < 0.03
     assert cnn["mib"]["int8 (x86)"] < cnn["mib"]["float32"] / 3

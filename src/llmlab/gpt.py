@@ -409,20 +409,15 @@ def _hf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-# Hugging Face GPT-2 activations (`activation_function`) -> our `mlp_act`.
-HF_GPT2_ACTIVATIONS = {
-    "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_erf", "relu2": "relu2",
-}  # fmt: skip
-
-
 def _config_from_hf(hf_config: Any) -> GPTConfig:
+    from llmlab.hf_export import MLP_ACT_FROM_HF  # the export's activation names, inverted
+
     c = hf_config
     problems = []
-    mlp_act = HF_GPT2_ACTIVATIONS.get(c.activation_function)
+    mlp_act = MLP_ACT_FROM_HF.get(c.activation_function)
     if mlp_act is None:
         problems.append(
-            f"activation_function={c.activation_function!r} (need one of "
-            f"{sorted(HF_GPT2_ACTIVATIONS)})"
+            f"activation_function={c.activation_function!r} (need one of {sorted(MLP_ACT_FROM_HF)})"
         )
     if c.n_inner not in (None, 4 * c.n_embd):
         problems.append(f"n_inner={c.n_inner} (need 4 * n_embd)")

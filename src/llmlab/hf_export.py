@@ -112,6 +112,8 @@ _ACT = {
     # gelu_pytorch_tanh = F.gelu(approximate="tanh"); "gelu" = the exact F.gelu
     "rotary": {"gelu": "gelu_pytorch_tanh", "gelu_erf": "gelu", "relu2": "relu2"},
 }
+# ... and back: a Hugging Face activation name -> our `mlp_act` (used by `GPT.from_hf`).
+MLP_ACT_FROM_HF = {hf: ours for names in _ACT.values() for ours, hf in names.items()}
 
 
 def _rotary(gpt: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:

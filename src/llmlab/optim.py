@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections import defaultdict
@@ -160,6 +161,7 @@ def fast_ns_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+@functools.cache  # the CPU does not change: ask once, not at every optimiser step
 def _cpu_has_native_bf16() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

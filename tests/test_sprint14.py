@@ -153,6 +153,23 @@ def test_torchao_quant_tiny() -> None:
                                         "int4, bfloat16 activations"}  # fmt: skip
 
 
+def test_torchao_quant_leaves_out_the_emulated_int8_kernel_only_when_asked(monkeypatch) -> None:
+    module = load_script(f"{PKG}.torchao_quant")
+    monkeypatch.setattr(module.Q, "reduce_range_needed", lambda: True)  # an AVX2-only CPU
+    chosen, skipped = module.choose_variants("auto", "smollm2")
+    assert skipped == ["torchao_int8_dynamic"] and "torchao_int8_dynamic" not in chosen
+    assert module.choose_variants("auto", "tiny") == (list(module.VARIANTS), [])
+    assert module.choose_variants("all", "smollm2") == (list(module.VARIANTS), [])
+    monkeypatch.setattr(module.Q, "reduce_range_needed", lambda: False)  # VNNI
+    assert module.choose_variants("auto", "smollm2") == (list(module.VARIANTS), [])
+    assert module.choose_variants("bf16, torchao_int4_g32", "smollm2") == (
+        ["bf16", "torchao_int4_g32"],
+        [],
+    )
+    with pytest.raises(LLMLabError, match="--variants"):
+        module.choose_variants("int3", "smollm2")
+
+
 def test_gguf_formats_on_the_sprint09_model(sprint09_run) -> None:
     out = load_script(f"{PKG}.gguf_formats").main(["--models", "sprint09", "--char-tokens", "512"])
     rows = out["sprint09"]

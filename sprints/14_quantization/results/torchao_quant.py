@@ -8,8 +8,15 @@ batch-1 latency side by side; which tensor subclass each layer ends up with; whe
 tied embedding / LM head stays tied. A micro-benchmark shows the int4 kernel's float32
 trap.
 
+On a CPU without int8 dot-product instructions (no AVX512-VNNI, AVX-VNNI or AMX: an
+AVX2-only CPU) torchao's int8 dynamic kernel has no fast path: on the 2-core AVX2 EPYC of
+the sprint README it ran SmolLM2 at 0.06x the speed of float32 and alone took about 6 of the
+script's 11 minutes. There the default (`--variants auto`) leaves it out and says so;
+`--variants all` puts it back.
+
 Run: python -m sprints.14_quantization.results.torchao_quant
      python -m sprints.14_quantization.results.torchao_quant --model sprint09
+     python -m sprints.14_quantization.results.torchao_quant --variants all
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from tqdm import tqdm
 from llmlab import quantization as Q
 from llmlab.cli import positive_int, run, torch_threads
 from llmlab.device import seed_everything
+from llmlab.errors import LLMLabError
 from llmlab.runs import make_writer, run_dir
 
 SPRINT = "14_quantization"
@@ -46,7 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (weights of --model tiny)")
     p.add_argument("--device", default="cpu", choices=["cpu"],
                    help="these are torchao's CPU kernels")  # fmt: skip
+    p.add_argument("--variants", default="auto",
+                   help=f"comma-separated among {', '.join(VARIANTS)}; all; or auto (all but "
+                   "torchao's int8 dynamic on a real model when the CPU has no VNNI)")  # fmt: skip
     return p
+
+
+# Without VNNI this kernel is 16x slower than float32 (measured, sprint README): minutes.
+SLOW_WITHOUT_VNNI = "torchao_int8_dynamic"
+
+
+def choose_variants(spec: str, model: str) -> tuple[list[str], list[str]]:
+    """(variants to run, variants left out by `auto`) for `--variants spec`."""
+    if spec in ("all", "auto"):
+        chosen = list(VARIANTS)
+        if spec == "auto" and model != "tiny" and Q.reduce_range_needed():
+            chosen.remove(SLOW_WITHOUT_VNNI)
+        return chosen, [v for v in VARIANTS if v not in chosen]
+    chosen = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise LLMLabError(f"--variants: unknown {unknown or spec!r}; choose among {VARIANTS}")
+    return chosen, []
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -92,11 +121,16 @@ def int4_float32_trap(repeats: int) -> dict[str, float]:
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
+    variants, skipped = choose_variants(args.variants, args.model)  # bad names fail first
     seed_everything(args.seed)
     model, tok, context = Q.load_lm(args.model, args.seed)
     block = min(args.block_size, context)
     ids = Q.heldout_tokens(tok, args.tokens)
     out_dir = run_dir(SPRINT, "torchao_quant")
+    if skipped:
+        print(f"left out: {', '.join(skipped)} (this CPU has no VNNI: torchao's int8 dynamic "
+              "kernel runs ~16x slower than float32 here and would add minutes; "
+              "--variants all to include it)")  # fmt: skip
     writer = make_writer(out_dir)
     base = Q.perplexity_of(model, ids, block)
     models: dict[str, nn.Module] = {"float32": model}
@@ -104,7 +138,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         "float32": {"description": "float32", "perplexity": base, "delta_pct": 0.0,
                     "mib": Q.state_dict_bytes(model) / 2**20, "tied": is_tied(model),
                     "weights": weight_kinds(model)}}  # fmt: skip
-    for i, name in enumerate(tqdm(VARIANTS, leave=False)):
+    for i, name in enumerate(tqdm(variants, leave=False)):
         q = models[name] = Q.quantize_lm(model, name)
         desc = Q.LM_METHODS[name]
         ppl = Q.perplexity_of(q, ids, block)
@@ -127,7 +161,8 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     print("\nint4 kernel, one 576 -> 1536 layer on 128 tokens: "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in trap.items()))  # fmt: skip
     writer.close()
-    return {"model": args.model, "rows": rows, "int4_trap_ms": trap, "out_dir": str(out_dir)}
+    return {"model": args.model, "rows": rows, "int4_trap_ms": trap, "skipped": skipped,
+            "out_dir": str(out_dir)}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from torch import nn
 from llmlab.attention import CausalSelfAttention, KVCache
 from llmlab.checkpoint import TOKENIZER_FILE, load_model_dir, read_config, save_model_dir
 from llmlab.errors import LLMLabError
+from llmlab.hf_export import MLP_ACT_FROM_HF  # the export's activation names, inverted
 from llmlab.positional import RotaryEmbedding, sinusoidal_table
 
 
@@ -410,8 +411,6 @@ def _hf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _config_from_hf(hf_config: Any) -> GPTConfig:
-    from llmlab.hf_export import MLP_ACT_FROM_HF  # the export's activation names, inverted
-
     c = hf_config
     problems = []
     mlp_act = MLP_ACT_FROM_HF.get(c.activation_function)

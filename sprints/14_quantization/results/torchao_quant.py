@@ -122,15 +122,15 @@ def int4_float32_trap(repeats: int) -> dict[str, float]:
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
     variants, skipped = choose_variants(args.variants, args.model)  # bad names fail first
+    if skipped:
+        print(f"left out: {', '.join(skipped)} (this CPU has no VNNI: torchao's int8 dynamic "
+              "kernel runs ~16x slower than float32 here and would add minutes; "
+              "--variants all to include it)")  # fmt: skip
     seed_everything(args.seed)
     model, tok, context = Q.load_lm(args.model, args.seed)
     block = min(args.block_size, context)
     ids = Q.heldout_tokens(tok, args.tokens)
     out_dir = run_dir(SPRINT, "torchao_quant")
-    if skipped:
-        print(f"left out: {', '.join(skipped)} (this CPU has no VNNI: torchao's int8 dynamic "
-              "kernel runs ~16x slower than float32 here and would add minutes; "
-              "--variants all to include it)")  # fmt: skip
     writer = make_writer(out_dir)
     base = Q.perplexity_of(model, ids, block)
     models: dict[str, nn.Module] = {"float32": model}

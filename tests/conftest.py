@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,3 +94,20 @@ def sprint09_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     train(cfg)
     return out
+
+
+def tiny_llama_config(layers: int = 3, **extra: Any):
+    """A randomly initialisable Llama config with SmolLM2's shape, tiny (GQA, tied head)."""
+    from transformers import LlamaConfig
+
+    settings: dict[str, Any] = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+    return LlamaConfig(**{**settings, **extra})

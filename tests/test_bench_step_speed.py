@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import importlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from llmlab.data.shakespeare import prepare
 from llmlab.lm_training import TrainConfig
 
 
-def test_step_speed_side_by_side_and_profile() -> None:
+def test_step_speed_side_by_side_and_profile(tmp_path: Path) -> None:
     bench = importlib.import_module("benchmarks.bench_step_speed")
     out = bench.main(["--batch-size", "2", "--block-size", "16", "--warmup", "1",
                       "--rounds", "2", "--chunk", "1", "--profile", "--profile-steps", "2",
-                      "--variant", "adamw:optimizer=adamw,mlp_act=gelu"])  # fmt: skip
-    for name in ("plain", "ours", "adamw"):
+                      "--variant", "adamw:optimizer=adamw,mlp_act=gelu",
+                      "--variant", "ns3:muon_ns_steps=3"])  # fmt: skip
+    for name in ("plain", "ours", "adamw", "ns3"):
         assert out[f"{name}_ms_per_step"] > 0 and math.isfinite(out[f"{name}_tokens_per_s"])
     assert out["ours_over_plain"] == pytest.approx(
         out["plain_ms_per_step"] / out["ours_ms_per_step"]
@@ -27,6 +30,11 @@ def test_step_speed_side_by_side_and_profile() -> None:
     for part in ("matrix products", "attention kernel (SDPA)", "optimizer", "data (get_batch)"):
         assert profile[part] > 0, part
     assert torch.get_num_threads() == 1  # restored (conftest runs tests with 1 thread)
+    run_, _ = bench.make_ours(
+        TrainConfig(data_dir=str(prepare("tiny", "char")), out_dir=str(tmp_path), batch_size=2,
+                    block_size=16, muon_ns_steps=3, progress=False, save_checkpoints=False)
+    )  # fmt: skip
+    assert [g.get("ns_steps") for g in run_.optimizer.param_groups] == [3, 3]
 
 
 @pytest.mark.slow  # trains the reference twice and scores the whole validation split: ~10 s

@@ -24,6 +24,7 @@ from llmlab.classification import (
 from llmlab.errors import LLMLabError
 from llmlab.gpt import GPT, GPTConfig
 from llmlab.tokenizers import CharTokenizer
+from tests.conftest import tiny_llama_config
 
 PAD = 1  # a pad id the random inputs below never contain
 
@@ -94,20 +95,10 @@ def test_hugging_face_pooling_reads_early_when_a_text_ends_with_the_pad_token() 
 def test_head_from_label_words_equals_the_lm_on_those_words() -> None:
     """Copying the LM's output rows for the label words into the head makes the classifier's
     logits exactly the LM's next-token logits for those words (a zero-shot start)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        num_labels=2,
-    )
+    config = tiny_llama_config(2, vocab_size=50, pad_token_id=0, num_labels=2)
     lm = LlamaForCausalLM(config).eval()
     clf = LlamaForSequenceClassification(config).eval()
     clf.model.load_state_dict(lm.model.state_dict())

@@ -22,27 +22,17 @@ from llmlab.finetune import (
     register_strategy,
     set_trainable,
 )
+from tests.conftest import tiny_llama_config
 
 PAD = 0
 
 
 def tiny_llama_classifier(seed: int = 0, layers: int = 3):
     """A randomly initialised Llama with a 2-class head: the shape of SmolLM2, tiny."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        num_labels=2,
-        tie_word_embeddings=True,
-    )
+    config = tiny_llama_config(layers, pad_token_id=PAD, num_labels=2)
     return LlamaForSequenceClassification(config).eval()
 
 

@@ -297,16 +297,19 @@ def _same_grads(*param_lists, shapes, seed: int) -> None:
             p.grad = g.clone()
 
 
-def test_muon_equals_torch_optim_muon() -> None:
+@pytest.mark.parametrize("ns_steps", [5, 3])
+def test_muon_equals_torch_optim_muon(ns_steps: int) -> None:
     """Reference: torch.optim.Muon (Keller Jordan's algorithm: Nesterov momentum, 5 bf16
     Newton-Schulz steps, lr * sqrt(max(1, rows/cols)), decoupled weight decay). Ours batches
-    the two 16 x 16 matrices and the tall/wide pair into shared Newton-Schulz calls."""
+    the two 16 x 16 matrices and the tall/wide pair into shared Newton-Schulz calls. With 3
+    Newton-Schulz steps (sprint 09's `muon_ns_steps` ablation) both still agree."""
     shapes = [(16, 16), (16, 16), (48, 16), (16, 48), (16, 64)]
     ref_params, our_params = _twin_params(shapes)
-    ref = torch.optim.Muon(ref_params, lr=0.05, weight_decay=0.1, momentum=0.9)
+    ref = torch.optim.Muon(ref_params, lr=0.05, weight_decay=0.1, momentum=0.9, ns_steps=ns_steps)
     ours = MuonAdamW(
         [{"params": our_params, "use_muon": True, "lr": 0.05, "weight_decay": 0.1}],
         momentum=0.9,
+        ns_steps=ns_steps,
         ns_dtype=torch.bfloat16,  # torch's precision (ours defaults to fp32 off CUDA)
     )
     for step in range(4):
@@ -410,6 +413,8 @@ def test_muon_groups_split_a_gpt_into_matrices_and_the_rest() -> None:
     assert (muon["lr"], adam["lr"]) == (0.02, 3e-3)
     opt = configure_muon(model, 0.02, 3e-3)
     assert [g["peak_lr"] for g in opt.param_groups] == [0.02, 3e-3]
+    assert opt.param_groups[0]["ns_steps"] == 5
+    assert configure_muon(model, 0.02, 3e-3, ns_steps=3).param_groups[0]["ns_steps"] == 3
     with pytest.raises(LLMLabError, match="2-D matrices"):
         MuonAdamW([{"params": [model.ln_f.weight], "use_muon": True}])
 

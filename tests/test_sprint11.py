@@ -49,6 +49,17 @@ def test_finetune_classifier_fits_and_reports_baselines(sprint09_run, tmp_path: 
         assert label == label2 and p == pytest.approx(p2, abs=1e-5)
 
 
+def test_threads_default_to_every_core_for_smollm2_and_one_for_a_small_gpt() -> None:
+    script = load_script(f"{PKG}.finetune_classifier")
+
+    def threads(*argv: str) -> int:
+        return script.resolve(script.build_parser().parse_args(list(argv))).threads
+
+    assert threads() == 0  # the default, SmolLM2: one thread per core
+    assert threads("--model", "sprint09") == threads("--model", "scratch") == 1
+    assert threads("--threads", "1") == 1 and threads("--model", "sprint09", "--threads", "2") == 2
+
+
 def test_compare_strategies_on_the_small_models(sprint09_run, tmp_path: Path) -> None:
     out = load_script(f"{PKG}.compare_strategies").main(
         ["--only", "GPT", "--scale", "0.02", "--test-size", "64", "--no-progress",

@@ -19,6 +19,8 @@ def test_finetune_book_improves_the_held_out_book(sprint09_run, tmp_path: Path) 
         ]
     )  # fmt: skip
     assert out["kind"] == "gpt" and out["strategy"] == "full"
+    assert out["threads"] == 1  # the preset of a small GPT (SmolLM2's: 0, every core)
+    assert out["prefix_cache"] == {"frozen_blocks": 0, "hits": 0, "misses": 0}  # all trains
     assert out["after_test_perplexity"] < out["before_test_perplexity"]
     assert out["test_tokens"] == 66_362  # every character of book 10 but the first
     assert out["chars_mapped"] == 3079  # Milton's curly apostrophes, onto "'"

@@ -45,6 +45,7 @@ def test_compare_finetuning_searches_rates_and_measures_every_method(
     assert rows["full"]["trainable"] == rows["full"]["total"]
     assert rows["ours-attn-r4"]["checkpoint_bytes"] < rows["full"]["checkpoint_bytes"] / 10
     assert out["memory_kind"].startswith("not measured")
+    assert out["threads"] == 0  # the cpu preset: every core (grid: 1, for CPU s/step)
     assert Path(out["png"]).is_file() and "| ours-all-r4 |" in Path(out["table_md"]).read_text()
     # base 1; full 2 seeds; peft-attn and ours-all: 2 rates + 1 seed; ours-attn: 2 seeds
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1 + 2 + 3 + 3 + 2
@@ -65,7 +66,7 @@ def test_compare_finetuning_measures_peak_memory_in_a_child_process(
 ) -> None:
     out = load_script(f"{PKG}.compare_finetuning").main(
         [*SMALL, "--steps", "2", "--methods", "full", "--lr-full", "1e-3", "--seeds", "0",
-         "--no-progress", "--out-dir", str(tmp_path)]
+         "--threads", "1", "--no-progress", "--out-dir", str(tmp_path)]
     )  # fmt: skip
     row = out["methods"][0]
     record = json.loads((tmp_path / "runs.jsonl").read_text())

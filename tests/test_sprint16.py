@@ -9,7 +9,7 @@ import torch
 
 from llmlab.cli import run
 from llmlab.data.recipes import recipes_path
-from tests.conftest import load_script
+from tests.conftest import load_script, tiny_llama_config
 
 PKG = "sprints.16_grpo_reasoning.results"
 
@@ -59,22 +59,19 @@ def test_toy_scripts_reject_bad_input(capsys) -> None:
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama with SmolLM2's tokenizer: trl's code path in seconds."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from llmlab.pretrained import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny_llama")
     tokenizer = load_tokenizer("smollm2")
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = tiny_llama_config(
+        2,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,

@@ -189,6 +189,8 @@ def test_bad_input_gives_one_line_errors(train_main, data_dir: Path, tmp_path: P
         train_main([*TINY, "--batch-size", "0"])
     with pytest.raises(LLMLabError, match="not divisible"):
         train_main(args(data_dir, tmp_path / "o", "--n-embd", "33"))
+    with pytest.raises(SystemExit):  # argparse: at least one Newton-Schulz step
+        train_main([*TINY, "--muon-ns-steps", "0"])
 
 
 @pytest.mark.slow

@@ -80,6 +80,7 @@ class TrainConfig:
     optimizer: str = "muon"  # Muon for the blocks' matrices, AdamW (lr) for the rest; "adamw"
     muon_lr: float = 0.01  # Muon's peak LR (its updates are orthogonal: a different scale)
     muon_momentum: float = 0.95
+    muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update (its cost on a CPU)
     lr_schedule: str = "cosine"  # or "wsd": warmup, flat at the peak, linear decay at the end
     decay_frac: float = 0.3  # "wsd": the fraction of max_steps spent decaying to min_lr
     # evaluation and logging
@@ -153,6 +154,8 @@ def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
             f"--muon-lr must be > 0 and --muon-momentum in [0, 1), got {cfg.muon_lr}, "
             f"{cfg.muon_momentum}"
         )
+    if cfg.muon_ns_steps < 1:
+        raise LLMLabError(f"--muon-ns-steps must be >= 1, got {cfg.muon_ns_steps}")
     if cfg.weight_decay < 0:
         raise LLMLabError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
     for name in ("beta1", "beta2"):
@@ -216,7 +219,13 @@ class TrainingRun:
         betas = (cfg.beta1, cfg.beta2)
         if cfg.optimizer == "muon":
             self.optimizer = configure_muon(
-                self.model, cfg.muon_lr, cfg.lr, cfg.weight_decay, cfg.muon_momentum, betas
+                self.model,
+                cfg.muon_lr,
+                cfg.lr,
+                cfg.weight_decay,
+                cfg.muon_momentum,
+                betas,
+                ns_steps=cfg.muon_ns_steps,
             )
         else:
             self.optimizer = configure_adamw(

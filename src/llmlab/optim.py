@@ -334,7 +334,8 @@ def configure_muon(
     weight_decay: float = 0.0,
     momentum: float = 0.95,
     betas: tuple[float, float] = (0.9, 0.95),
+    ns_steps: int = 5,
 ) -> MuonAdamW:
     """`MuonAdamW` over `muon_groups(model)`."""
     groups = muon_groups(model, muon_lr, adam_lr, weight_decay)
-    return MuonAdamW(groups, momentum=momentum, betas=betas)
+    return MuonAdamW(groups, momentum=momentum, betas=betas, ns_steps=ns_steps)

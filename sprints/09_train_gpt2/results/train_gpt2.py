@@ -55,6 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="muon",
         muon_lr=0.01,
         muon_momentum=0.95,
+        muon_ns_steps=5,
         lr=8e-3,
         min_lr=5e-4,
         lr_schedule="cosine",
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW)")
     o.add_argument("--muon-lr", type=positive_float, help="peak learning rate of Muon")
     o.add_argument("--muon-momentum", type=probability, help="Muon's momentum")
+    o.add_argument(
+        "--muon-ns-steps", type=positive_int, help="Newton-Schulz iterations per Muon update"
+    )
     o.add_argument("--min-lr", type=float, help="final learning rate of the decay (AdamW)")
     o.add_argument(
         "--lr-schedule",

@@ -122,12 +122,17 @@ class CausalLMAdapter(nn.Module):
             logits = self.model(idx)[0]
         else:  # no key/value cache: scoring and training never reuse it, and it costs memory
             logits = self.model(input_ids=idx, use_cache=False).logits
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return logits, self.loss(logits, targets)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+        """Mean next-token cross-entropy in float32 (targets of -1 ignored); None without
+        targets."""
+        if targets is None:
+            return None
+        return F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+        )
 
 
 def bits_per_character(loss_nats: float, n_tokens: int, n_chars: int) -> float:

@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmlab.evaluation import CausalLMAdapter
@@ -79,36 +78,18 @@ class FrozenPrefixLM(nn.Module):
             n += 1
         return min(n, len(inner.layers) - 1)  # keep one block to run: the swap needs it
 
-    def _prefix_params(self, k: int) -> list[torch.Tensor]:
-        inner = self._base()
-        assert inner is not None
-        return [*inner.embed_tokens.parameters(), *inner.layers[:k].parameters()]
-
+    @staticmethod
     @contextlib.contextmanager
-    def _blocks(self, part: nn.ModuleList, final_norm: bool) -> Iterator[nn.Module]:
-        """The inner decoder running only `part` of its blocks (and its norm or not)."""
-        inner = self._base()
-        assert inner is not None
+    def _blocks(inner: nn.Module, part: nn.ModuleList, final_norm: bool) -> Iterator[None]:
+        """`inner` (the decoder) running only `part` of its blocks (and its norm or not)."""
         layers, norm = inner.layers, inner.norm
         inner.layers = part
         if not final_norm:
             inner.norm = nn.Identity()
         try:
-            yield inner
+            yield
         finally:
             inner.layers, inner.norm = layers, norm
-
-    def _prefix(self, idx: torch.Tensor, k: int) -> torch.Tensor:
-        inner = self._base()
-        assert inner is not None
-        with self._blocks(inner.layers[:k], final_norm=False) as lower:
-            return lower(input_ids=idx, use_cache=False).last_hidden_state
-
-    def _suffix(self, hidden: torch.Tensor, k: int) -> torch.Tensor:
-        inner = self._base()
-        assert inner is not None
-        with self._blocks(inner.layers[k:], final_norm=True):
-            return self.adapter.model(inputs_embeds=hidden, use_cache=False).logits
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -116,7 +97,9 @@ class FrozenPrefixLM(nn.Module):
         k = self.frozen_blocks() if self.enabled and not torch.is_grad_enabled() else 0
         if k == 0:
             return self.adapter(idx, targets)
-        versions = tuple((p.data_ptr(), p._version) for p in self._prefix_params(k))
+        inner = self._base()
+        prefix = [*inner.embed_tokens.parameters(), *inner.layers[:k].parameters()]
+        versions = tuple((p.data_ptr(), p._version) for p in prefix)
         if versions != self.versions:  # other blocks frozen, or a frozen weight rewritten
             self.cache.clear()
             self.versions = versions
@@ -124,12 +107,14 @@ class FrozenPrefixLM(nn.Module):
         hidden = self.cache.get(key)
         if hidden is None:
             self.misses += 1
-            hidden = self._prefix(idx, k)
+            with self._blocks(inner, inner.layers[:k], final_norm=False):
+                hidden = inner(input_ids=idx, use_cache=False).last_hidden_state
             if len(self.cache) < self.max_windows:
                 self.cache[key] = hidden
         else:
             self.hits += 1
-        logits = self._suffix(hidden, k)
+        with self._blocks(inner, inner.layers[k:], final_norm=True):
+            logits = self.adapter.model(inputs_embeds=hidden, use_cache=False).logits
         if not self.checked:
             self.checked = True
             whole = self.adapter(idx)[0]
@@ -142,9 +127,4 @@ class FrozenPrefixLM(nn.Module):
                 self.enabled = False
                 self.cache.clear()
                 logits = whole
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return logits, CausalLMAdapter.loss(logits, targets)

@@ -41,11 +41,12 @@ from torch import nn
 
 from llmlab.cli import positive_int, run, torch_threads
 from llmlab.data.shakespeare import load_prepared, prepare
-from llmlab.device import get_device, seed_everything
+from llmlab.device import get_device, keep_freed_memory, seed_everything
 from llmlab.distributed import DistInfo
 from llmlab.errors import LLMLabError
 from llmlab.evaluation import evaluate_lm
 from llmlab.lm_training import TrainConfig, TrainingRun, parse_overrides
+from llmlab.optim import MuonAdamW
 
 # The issue's tuned nanoGPT recipe (nanoGPT's own code, identical token files).
 NANOGPT_RECIPE = dict(lr=6e-3, min_lr=6e-4, warmup=100, steps=3500, beta2=0.99, wd=0.1)
@@ -115,34 +116,58 @@ def nanogpt_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int)
 
 
 def make_reference(
-    train: np.ndarray, vocab: int, cfg: TrainConfig, steps: int = NANOGPT_RECIPE["steps"]
-) -> tuple[PlainGPT, Callable[[], float]]:
-    """The reference model and its nanoGPT training step (returns the loss, as `.item()`)."""
+    train: np.ndarray,
+    vocab: int,
+    cfg: TrainConfig,
+    steps: int = NANOGPT_RECIPE["steps"],
+    optimizer: str = "adamw",
+) -> tuple[PlainGPT, torch.optim.Optimizer, Callable[[], float]]:
+    """The reference model, its optimiser and its nanoGPT training step (which returns the
+    loss, as `.item()`).
+
+    `optimizer="muon"`: the same plain stack and step, with our `MuonAdamW` grouped as in
+    our default (its matrices, QKV as three blocks, at `cfg.muon_lr`; the rest AdamW at
+    `cfg.lr`): the plain model doing our optimiser's work, for a like-for-like step time."""
     r = NANOGPT_RECIPE
     model = PlainGPT(vocab, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd)
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # nanoGPT: every matrix decays
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": r["wd"]}, {"params": no_decay, "weight_decay": 0}]
-    optimizer = torch.optim.AdamW(groups, lr=r["lr"], betas=(0.9, r["beta2"]))
+    if optimizer == "muon":
+        matrices = [(n, p) for n, p in model.named_parameters() if n.startswith("h.")
+                    and p.dim() == 2]  # fmt: skip
+        rest = [p for n, p in model.named_parameters() if not (n.startswith("h.") and p.dim() == 2)]
+        groups = [
+            {"params": [p for _, p in matrices], "use_muon": True, "lr": cfg.muon_lr,
+             "split": [3 if n.endswith("c_attn.weight") else 1 for n, _ in matrices]},
+            {"params": rest, "lr": cfg.lr},
+        ]  # fmt: skip
+        opt: torch.optim.Optimizer = MuonAdamW(groups, momentum=cfg.muon_momentum,
+                                               betas=(0.9, r["beta2"]), ns_steps=cfg.muon_ns_steps)  # fmt: skip
+    else:
+        decay = [p for p in model.parameters() if p.dim() >= 2]  # nanoGPT: every matrix decays
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": r["wd"]},
+                  {"params": no_decay, "weight_decay": 0}]  # fmt: skip
+        opt = torch.optim.AdamW(groups, lr=r["lr"], betas=(0.9, r["beta2"]))
+    for group in opt.param_groups:
+        group.setdefault("peak_lr", group["lr"])
     B, T, it = cfg.batch_size, cfg.block_size, 0
 
     def step() -> float:
         nonlocal it
-        lr = nanogpt_lr(it, r["lr"], r["min_lr"], r["warmup"], steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        scale = nanogpt_lr(it, r["lr"], r["min_lr"], r["warmup"], steps) / r["lr"]
+        for group in opt.param_groups:
+            group["lr"] = group["peak_lr"] * scale
         ix = torch.randint(len(train) - T, (B,))
         x = torch.stack([torch.from_numpy(train[i : i + T].astype(np.int64)) for i in ix])
         y = torch.stack([torch.from_numpy(train[i + 1 : i + 1 + T].astype(np.int64)) for i in ix])
         _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         it += 1
         return loss.item()
 
-    return model, step
+    return model, opt, step
 
 
 # --- ours -------------------------------------------------------------------------------------
@@ -195,10 +220,73 @@ def time_rounds(
     return wall, cpu
 
 
+PHASES = (
+    "data + schedule",
+    "forward + loss",
+    "backward",
+    "clipping",
+    "optimiser",
+    "zero_grad + rest",
+)
+
+
+def time_phases(
+    contenders: dict[str, tuple[nn.Module, torch.optim.Optimizer, Callable[[], float]]],
+    rounds: int,
+    chunk: int,
+) -> dict[str, dict[str, float]]:
+    """Median wall-clock ms per step of each phase (`PHASES`, and "step"), per contender,
+    in alternating rounds, without the profiler: the marks come from wrapping the model's
+    `forward`, `torch.nn.utils.clip_grad_norm_` and the optimiser's `step`, which every
+    contender's step calls once. ("backward" is from the end of the forward to clipping.)"""
+    marks: dict[str, float] = {}
+
+    def timed(key: str, fn: Callable) -> Callable:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            marks[key + "0"] = time.perf_counter()
+            out = fn(*a, **k)
+            marks[key + "1"] = time.perf_counter()
+            return out
+
+        return wrapper
+
+    clip = torch.nn.utils.clip_grad_norm_
+    per: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in contenders}
+    torch.nn.utils.clip_grad_norm_ = timed("c", clip)
+    for model, opt, _ in contenders.values():  # instance attributes shadow the methods
+        model.forward = timed("f", model.forward)
+        opt.step = timed("o", opt.step)
+    names = list(contenders)
+    try:
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                step, ph = contenders[name][2], per[name]
+                for _ in range(chunk):
+                    start = time.perf_counter()
+                    step()
+                    end = time.perf_counter()
+                    m = marks
+                    ph["data + schedule"].append(m["f0"] - start)
+                    ph["forward + loss"].append(m["f1"] - m["f0"])
+                    ph["backward"].append(m["c0"] - m["f1"])
+                    ph["clipping"].append(m["c1"] - m["c0"])
+                    ph["optimiser"].append(m["o1"] - m["o0"])
+                    ph["zero_grad + rest"].append(end - m["o1"] + m["o0"] - m["c1"])
+                    ph["step"].append(end - start)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = clip
+        for model, opt, _ in contenders.values():
+            del model.forward, opt.step
+    return {
+        name: {k: statistics.median(v) * 1e3 for k, v in ph.items()} for name, ph in per.items()
+    }
+
+
 # --- profile ----------------------------------------------------------------------------------
 
-# Backward nodes by what created them in the forward pass. RoPE's rotate_half is the only
-# user of cat / neg / slicing in the training forward, and its muls the only muls (fp32).
+# Backward nodes by what created them in the forward pass. RoPE's rotate_half (the formula
+# that `_Rotate` replaces) is the only user of cat / neg / slicing in the training forward,
+# and its muls the only muls (fp32).
 _BACKWARD = {
     "Mm": "matrix products",
     "Addmm": "matrix products",
@@ -212,6 +300,7 @@ _BACKWARD = {
     "Cat": "RoPE",
     "Neg": "RoPE",
     "Slice": "RoPE",
+    "_Rotate": "RoPE",  # llmlab.positional's RoPE kernel (its hand-written backward)
     "Embedding": "embedding + loss",
     "NllLoss": "embedding + loss",
     "LogSoftmax": "embedding + loss",
@@ -321,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="1337", help="comma-separated seeds (--train-reference)")
     p.add_argument("--seed", type=int, default=1337, help="seed for the timing runs")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc returning freed memory to the OS (by default it "
+                   "keeps it, as train_gpt2 does: llmlab.device.keep_freed_memory); takes "
+                   "effect only in a fresh process")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=["cpu"], help="CPU only")
     return p
 
@@ -331,7 +424,7 @@ def _train_reference(args: argparse.Namespace, data_dir: str, cfg: TrainConfig) 
     losses = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         seed_everything(seed)
-        model, step = make_reference(train, int(meta["vocab_size"]), cfg, args.ref_steps)
+        model, _, step = make_reference(train, int(meta["vocab_size"]), cfg, args.ref_steps)
         start = time.perf_counter()
         for _ in range(args.ref_steps):
             loss = step()
@@ -351,6 +444,9 @@ def _train_reference(args: argparse.Namespace, data_dir: str, cfg: TrainConfig) 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     get_device(args.device)
+    # As train_gpt2 does (for every contender: one process); a fresh process is needed to
+    # see glibc's default, which cannot be restored once changed.
+    args.malloc_kept = not args.default_malloc and keep_freed_memory()
     with torch_threads(args.threads):
         data_dir = str(prepare("tiny", "char"))
         base = TrainConfig(data_dir=data_dir, batch_size=args.batch_size,
@@ -362,16 +458,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _time(args: argparse.Namespace, data_dir: str, base: TrainConfig) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"malloc_kept": args.malloc_kept}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for name, overrides in [("ours", {}), *args.variant]:
             cfg = TrainConfig(**{**vars(base), "out_dir": f"{tmp}/{name}", **overrides})
             runs[name] = make_ours(cfg)
         train, _, meta = load_prepared(data_dir)
-        seed_everything(args.seed)
-        _, ref_step = make_reference(train, int(meta["vocab_size"]), base)
-        steps = {"plain": ref_step, **{name: step for name, (_, step) in runs.items()}}
+        contenders = {}
+        for name, optimizer in (("plain", "adamw"), ("plain-muon", "muon")):
+            seed_everything(args.seed)
+            contenders[name] = make_reference(train, int(meta["vocab_size"]), base,
+                                              optimizer=optimizer)  # fmt: skip
+        for name, (r, step) in runs.items():
+            contenders[name] = (r.model, r.optimizer, step)
+        steps = {name: step for name, (_, _, step) in contenders.items()}
         print(f"timing {', '.join(steps)}: batch {base.batch_size} x {base.block_size}, "
               f"{args.warmup} warm-up steps each, {args.rounds} rounds of {args.chunk} steps, "
               f"{torch.get_num_threads()} thread(s)")  # fmt: skip
@@ -379,29 +480,42 @@ def _time(args: argparse.Namespace, data_dir: str, base: TrainConfig) -> dict[st
         seconds = {name: statistics.median(t) for name, t in wall.items()}
         cpu_s = {name: statistics.median(t) for name, t in cpu.items()}
         tokens = {name: r.cfg.batch_size * r.cfg.block_size for name, (r, _) in runs.items()}
-        tokens["plain"] = base.batch_size * base.block_size
-        print(f"\n{'model':>12} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>8} "
-              f"{'CPU ms':>8} {'vs plain':>8}   (medians over rounds; ratios: time per step)")  # fmt: skip
+        tokens["plain"] = tokens["plain-muon"] = base.batch_size * base.block_size
+        print(f"\n{'model':>12} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>8} {'vs p-muon':>9} "
+              f"{'CPU ms':>8} {'vs plain':>8}   (medians over rounds; ratios: time per step, "
+              "> 1: faster)")  # fmt: skip
         for name, s in seconds.items():
             results[f"{name}_ms_per_step"] = s * 1e3
             results[f"{name}_tokens_per_s"] = tokens[name] / s
-            results[f"{name}_over_plain"] = seconds["plain"] / s  # > 1: faster than plain
+            results[f"{name}_over_plain"] = seconds["plain"] / s
+            results[f"{name}_over_plain_muon"] = seconds["plain-muon"] / s
             results[f"{name}_cpu_ms_per_step"] = cpu_s[name] * 1e3
             results[f"{name}_cpu_over_plain"] = cpu_s["plain"] / cpu_s[name]
             print(f"{name:>12} {s * 1e3:>8.2f} {tokens[name] / s:>9,.0f} {seconds['plain'] / s:>8.2f} "
-                  f"{cpu_s[name] * 1e3:>8.2f} {cpu_s['plain'] / cpu_s[name]:>8.2f}")  # fmt: skip
+                  f"{seconds['plain-muon'] / s:>9.2f} {cpu_s[name] * 1e3:>8.2f} "
+                  f"{cpu_s['plain'] / cpu_s[name]:>8.2f}")  # fmt: skip
+        phases = time_phases(contenders, args.rounds, args.chunk)
+        results["phases_ms"] = phases
+        print("\nwhere the time goes, wall-clock ms per step (medians; no profiler):")
+        print(f"  {'phase':<18}" + "".join(f"{name:>12}" for name in phases))
+        for phase in (*PHASES, "step"):
+            print(f"  {phase:<18}" + "".join(f"{phases[n][phase]:>12.2f}" for n in phases))
         if args.profile:
             table = profile_step(runs["ours"][0], args.profile_steps)
             total = sum(table.values())
-            print(f"\nwhere our step's time goes ({args.profile_steps} profiled steps, "
+            print(f"\nwhere our step's time goes by operator ({args.profile_steps} profiled steps, "
                   f"{total:.1f} ms/step under the profiler):")  # fmt: skip
             for category, ms in table.items():
                 print(f"  {category:<30} {ms:>7.2f} ms  {ms / total:>6.1%}")
+            print("  (the profiler inflates small element-wise operators on some CPUs: on sprint "
+                  "09's VM it gave GELU 1.2 ms a call where a timer around it read 0.54 ms; "
+                  "compare with the wall-clock phases above)")  # fmt: skip
             results["profile_ms"] = table
         results["threads"] = torch.get_num_threads()
         print(
-            f"(CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
-            "ratios come from interleaved rounds, so machine load affects both sides)"
+            f"(CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}, freed memory "
+            f"{'kept by malloc' if results.get('malloc_kept') else 'returned to the OS'}; ratios "
+            "come from interleaved rounds, so machine load affects both sides)"
         )
     if not all(v > 0 for k, v in results.items() if k.endswith("_ms_per_step")):
         raise LLMLabError("a measurement came out non-positive: use more --rounds")

@@ -19,6 +19,7 @@ from llmlab.optim import (
     lr_at,
     muon_groups,
     newton_schulz,
+    use_gram_iteration,
 )
 
 
@@ -281,6 +282,30 @@ def test_newton_schulz_makes_every_singular_value_about_one() -> None:
     torch.testing.assert_close(
         newton_schulz(g[2].T, dtype=torch.float32), out[2].T, atol=1e-6, rtol=0
     )
+
+
+def test_gram_newton_schulz_is_the_same_iteration_with_fewer_products() -> None:
+    """Iterating on X X^T (Gram Newton-Schulz) gives the plain iteration's result: equal to
+    rounding in fp64, and in fp32 no further from the fp64 result than the plain fp32 one.
+    It is chosen only where it saves products (wide blocks) and only in fp32 / fp64."""
+    g = torch.randn(3, 16, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plain = newton_schulz(g, dtype=torch.float64, gram=False)
+    torch.testing.assert_close(newton_schulz(g, dtype=torch.float64, gram=True), plain,
+                               atol=1e-12, rtol=0)  # fmt: skip
+    err_gram = (newton_schulz(g.float(), dtype=torch.float32, gram=True) - plain).abs().max()
+    err_plain = (newton_schulz(g.float(), dtype=torch.float32, gram=False) - plain).abs().max()
+    assert err_gram <= 2 * err_plain + 1e-7, (err_gram, err_plain)
+    # a tall block is transposed first, so it takes the Gram path too
+    torch.testing.assert_close(newton_schulz(g[0].T, dtype=torch.float64, gram=True), plain[0].T,
+                               atol=1e-12, rtol=0)  # fmt: skip
+    # 5 steps: plain 5 (2 m^2 n + m^3), Gram 2 m^2 n + 17 m^3 multiply-adds -> n > 1.5 m
+    assert use_gram_iteration(128, 512, 5, torch.float32)  # sprint 09's MLP blocks
+    assert use_gram_iteration(512, 128, 5, torch.float32)
+    assert not use_gram_iteration(128, 128, 5, torch.float32)  # square: no saving
+    assert not use_gram_iteration(128, 192, 5, torch.float32)  # n = 1.5 m: a tie
+    assert use_gram_iteration(128, 193, 5, torch.float32)
+    assert not use_gram_iteration(128, 512, 5, torch.bfloat16)  # drifts in bf16
+    assert not use_gram_iteration(128, 512, 1, torch.float32)
 
 
 def _twin_params(shapes, seed: int = 0) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -14,6 +14,7 @@ from llmlab.positional import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
     apply_rotary,
+    rotate_half,
     sinusoidal_table,
 )
 
@@ -103,6 +104,39 @@ def test_rope_matches_transformers_llama() -> None:
     # (L, d) tables broadcast over batch and heads too
     c1, s1 = rope(torch.arange(10))
     torch.testing.assert_close(apply_rotary(q, k, c1, s1)[0][0], mine[0][0])
+
+
+def test_rope_kernel_equals_the_rotate_half_formula_forward_and_backward() -> None:
+    """`apply_rotary` runs a hand-written autograd function (`_Rotate`): its outputs and
+    gradients equal autograd through x * cos + rotate_half(x) * sin, for strided q/k (as
+    attention's permuted QKV view gives) and per-row (B, L, d) tables; gradcheck in fp64."""
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(8, max_len=32)
+    qkv = torch.randn(2, 5, 3, 3, 8, dtype=torch.float64, requires_grad=True)  # (B, L, 3, H, d)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4)  # strided (B, H, L, d) views
+    for cos, sin in (rope(torch.arange(5)), rope(torch.tensor([[3, 4, 5, 6, 7], [0, 1, 2, 3, 4]]))):
+        cos, sin = cos.double(), sin.double()
+        c4, s4 = (cos, sin) if cos.dim() == 2 else (cos[:, None], sin[:, None])
+        expected = (q * c4 + rotate_half(q) * s4, k * c4 + rotate_half(k) * s4)
+        got = apply_rotary(q, k, cos, sin)
+        weights = [torch.randn_like(t) for t in got]
+        grads = [
+            torch.autograd.grad(
+                sum((w * t).sum() for w, t in zip(weights, outs, strict=True)), qkv
+            )[0]
+            for outs in (got, expected)
+        ]
+        for a, b in zip((*got, grads[0]), (*expected, grads[1]), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+        assert torch.autograd.gradcheck(lambda x, c=cos, s=sin: apply_rotary(x, x, c, s)[0],
+                                        (q.detach().clone().requires_grad_(),))  # fmt: skip
+    # a low-precision q with fp32 tables: the result is promoted (as x * cos is), the
+    # gradient comes back in q's own dtype
+    qb = torch.randn(1, 2, 5, 8, dtype=torch.bfloat16, requires_grad=True)
+    out, _ = apply_rotary(qb, qb, *rope(torch.arange(5)))
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert qb.grad.dtype == torch.bfloat16
 
 
 def test_rope_scores_depend_only_on_position_difference() -> None:

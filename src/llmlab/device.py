@@ -3,10 +3,14 @@
 - `get_device("auto" | "cpu" | "cuda" | "cuda:1" | "mps")`: the best available device, or the
   one asked for, with a clear error when it is not there.
 - `seed_everything(seed)`: seed Python, NumPy and PyTorch (CPU and every GPU) in one call.
+- `keep_freed_memory()`: ask glibc's malloc to reuse freed buffers instead of returning them
+  to the kernel, which saves a page fault per 4 KB of every fresh activation (sprint 09).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import random
 
@@ -49,3 +53,29 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+# glibc's mallopt() parameters (<malloc.h>)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's upper limit on a 64-bit system
+
+
+@functools.cache  # process-wide and idempotent: set it once
+def keep_freed_memory(trim_mb: int = 256) -> bool:
+    """Make glibc's malloc keep freed blocks of up to 32 MB for reuse (Linux; elsewhere a
+    no-op that returns False).
+
+    A training step frees and allocates the same activation-sized buffers every time. By
+    default glibc serves a block of more than 128 KB with a fresh `mmap` and gives it back on
+    `free` (the threshold adapts, but trimming still returns the top of the heap), so the next
+    step touches new pages: one page fault per 4 KB. On sprint 09's CPU (a VM, where a fault
+    costs ~2.3 us) that was ~2,000 faults, ~4 ms of a 65 ms step. With blocks up to 32 MB
+    served from the heap and up to `trim_mb` MB of free heap kept, a step faults no more.
+    The cost: the process holds on to what it freed (here a few MB)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return mallopt(_M_TRIM_THRESHOLD, trim_mb * 2**20) == 1 and ok

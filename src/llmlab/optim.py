@@ -4,8 +4,10 @@
   layers only, none on biases, norms and embeddings (the token embedding and an LM head,
   tied or not, count as embeddings); the fused kernel on CUDA.
 - `newton_schulz`: the quintic Newton-Schulz iteration that maps a matrix (or a batch of
-  them) to roughly the nearest orthogonal one, U S V^T -> U S' V^T with S' ~ 1;
-  `fast_ns_dtype`: bf16 where the hardware has it, fp32 on CPUs that would emulate it.
+  them) to roughly the nearest orthogonal one, U S V^T -> U S' V^T with S' ~ 1; for wide
+  blocks in fp32 its Gram form (`use_gram_iteration`: the same result, 44 % fewer products
+  for 128 x 512 blocks); `fast_ns_dtype`: bf16 where the hardware has it, fp32 on CPUs that
+  would emulate it.
 - `MuonAdamW` / `muon_groups` / `configure_muon`: Muon (momentum, then orthogonalise the
   update; Keller Jordan 2024, modded-nanoGPT, nanochat) for the hidden matrices of the
   blocks, and AdamW for embeddings, the LM head, norms and biases, in ONE optimiser (one
@@ -121,7 +123,11 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def newton_schulz(
-    g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
+    g: torch.Tensor,
+    steps: int = 5,
+    eps: float = 1e-7,
+    dtype: torch.dtype = torch.bfloat16,
+    gram: bool | None = None,
 ) -> torch.Tensor:
     """Orthogonalise the last two dimensions of `g`: U S V^T -> about U V^T (batched).
 
@@ -129,6 +135,10 @@ def newton_schulz(
     on every singular value alone, s <- a s + b s^3 + c s^5, and pushes all of them (after
     the division by the Frobenius norm they lie in (0, 1]) towards ~1 (0.7-1.2: close is good
     enough). Wide matrices keep X X^T small: tall ones are transposed first.
+
+    `gram`: iterate on the small Gram matrix instead of X (`_gram_newton_schulz`: the same
+    result, fewer products for wide matrices); None picks it where it saves work
+    (`use_gram_iteration`).
     """
     a, b, c = NS_COEFFICIENTS
     x = g.to(dtype)
@@ -138,14 +148,55 @@ def newton_schulz(
     batch_shape = x.shape[:-2]
     x = x.reshape(-1, *x.shape[-2:])  # (batch, rows <= cols)
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
-    for _ in range(steps):
-        gram = x @ x.mT
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2, A = X X^T
-        x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
+    if gram is None:
+        gram = use_gram_iteration(*x.shape[-2:], steps, dtype)
+    if gram:
+        x = _gram_newton_schulz(x, steps)
+    else:
+        for _ in range(steps):
+            xxt = x @ x.mT
+            poly = torch.baddbmm(xxt, xxt, xxt, beta=b, alpha=c)  # b A + c A^2, A = X X^T
+            x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
     x = x.reshape(*batch_shape, *x.shape[-2:])
     if tall:
         x = x.mT
     return x.to(g.dtype)
+
+
+def use_gram_iteration(rows: int, cols: int, steps: int, dtype: torch.dtype) -> bool:
+    """Whether `_gram_newton_schulz` needs fewer multiply-adds than the plain iteration for a
+    wide (rows <= cols) block, in a precision where it is safe.
+
+    The plain iteration costs steps x (2 m^2 n + m^3) for an m x n block; the Gram one
+    2 m^2 n + (4 steps - 3) m^3, so it wins once n > 1.5 m: the default model's 128 x 512
+    MLP blocks take 44 % fewer products, its square attention blocks none. Only in fp32 or
+    fp64: in bf16 the Gram form drifts (spurious negative eigenvalues; Dao AI Lab's version
+    restarts it midway), and bf16 is what fast hardware uses (`fast_ns_dtype`)."""
+    if dtype not in (torch.float32, torch.float64) or steps < 2:
+        return False
+    m, n = min(rows, cols), max(rows, cols)
+    return steps * (2 * m * m * n + m**3) > 2 * m * m * n + (4 * steps - 3) * m**3
+
+
+def _gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Newton-Schulz on (batch, m, n) wide, normalised blocks, iterating on m x m matrices.
+
+    Gram Newton-Schulz (Dao AI Lab, 2026): every iterate is X_k = Q_k X_0 with Q_k a
+    polynomial in R = X_0 X_0^T, and so is A_k = X_k X_k^T. With M_k = a I + b A_k + c A_k^2
+    (symmetric, and it commutes with A_k): Q_{k+1} = M_k Q_k and A_{k+1} = M_k A_k M_k. Only
+    the first product (R) and the last (Q X_0) touch the wide X; the iterations in between
+    cost m^3 each instead of ~2 m^2 n.
+    """
+    a, b, c = NS_COEFFICIENTS
+    gram = x @ x.mT  # A_0 = R
+    q = None
+    for i in range(steps):
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)  # M = a I + b A + c A^2
+        q = poly if q is None else poly @ q
+        if i < steps - 1:  # the last A is never used
+            gram = poly @ gram @ poly
+    return q @ x
 
 
 def fast_ns_dtype(device: torch.device) -> torch.dtype:

@@ -33,6 +33,7 @@ import numpy as np
 
 from llmlab.cli import positive_float, positive_int, run, torch_threads
 from llmlab.data.shakespeare import prepare
+from llmlab.device import keep_freed_memory
 from llmlab.errors import LLMLabError
 from llmlab.lm_training import TrainConfig, parse_overrides, train
 from llmlab.plotting import plot_curves
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = parse_overrides(args.set)
     common.update(device=args.device, save_checkpoints=False, sample_tokens=0,
                   progress=not args.no_progress)  # fmt: skip
+    keep_freed_memory()  # as train_gpt2 does: every variant's step times are train_gpt2's
     with torch_threads(args.threads):
         return _run_all(names, seeds, args, common)
 

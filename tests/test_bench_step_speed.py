@@ -43,9 +43,11 @@ def test_step_speed_side_by_side_and_profile(tmp_path: Path) -> None:
     assert torch.get_num_threads() == 1  # restored (conftest runs tests with 1 thread)
     run_, _ = bench.make_ours(
         TrainConfig(data_dir=str(prepare("tiny", "char")), out_dir=str(tmp_path), batch_size=2,
-                    block_size=16, muon_ns_steps=3, progress=False, save_checkpoints=False)
+                    block_size=16, muon_ns_steps=3, muon_ns_schedule="polar_express",
+                    progress=False, save_checkpoints=False)
     )  # fmt: skip
     assert [g.get("ns_steps") for g in run_.optimizer.param_groups] == [3, 3]
+    assert run_.optimizer.param_groups[0]["ns_schedule"] == "polar_express"
 
 
 def test_plain_muon_reference_groups_like_our_default() -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from llmlab.errors import LLMLabError
 from llmlab.gpt import GPT, GPTConfig
 from llmlab.optim import (
+    POLAR_EXPRESS_COEFFICIENTS,
     MuonAdamW,
     configure_adamw,
     configure_muon,
@@ -19,6 +20,7 @@ from llmlab.optim import (
     lr_at,
     muon_groups,
     newton_schulz,
+    ns_coefficients,
     use_gram_iteration,
 )
 
@@ -306,6 +308,48 @@ def test_gram_newton_schulz_is_the_same_iteration_with_fewer_products() -> None:
     assert use_gram_iteration(128, 193, 5, torch.float32)
     assert not use_gram_iteration(128, 512, 5, torch.bfloat16)  # drifts in bf16
     assert not use_gram_iteration(128, 512, 1, torch.float32)
+
+
+def _polar_express_transcribed(g: torch.Tensor) -> torch.Tensor:
+    """modded-nanoGPT's `polar_express`, transcribed in fp32 (its bf16 cast left out)."""
+    x = g.mT if g.size(-2) > g.size(-1) else g
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * (1 + 2e-2) + 1e-6)
+    for a, b, c in POLAR_EXPRESS_COEFFICIENTS:
+        A = x @ x.mT
+        B = b * A + c * A @ A
+        x = a * x + B @ x
+    return x.mT if g.size(-2) > g.size(-1) else x
+
+
+def test_polar_express_ends_nearer_one_than_jordans_quintic() -> None:
+    """Singular values 0.01 ... 1 (log-spaced): after 5 steps Polar Express's per-step
+    coefficients leave them in ~(0.86, 1.14), Jordan's fixed quintic in ~(0.68, 1.15). Both
+    paths (plain and Gram) and both orientations agree with modded-nanoGPT's function."""
+    gen = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(32, 32, generator=gen))
+    v, _ = torch.linalg.qr(torch.randn(96, 32, generator=gen))
+    g = (u * torch.logspace(-2, 0, 32)) @ v.T  # (32, 96), known singular values
+    pe = newton_schulz(g, dtype=torch.float32, schedule="polar_express")
+    jordan = newton_schulz(g, dtype=torch.float32)
+    s_pe, s_j = torch.linalg.svdvals(pe), torch.linalg.svdvals(jordan)
+    assert s_pe.min() > 0.85 and s_pe.max() < 1.15 and abs(s_pe.mean() - 1) < 0.03, s_pe
+    assert s_j.min() < 0.75 and s_j.max() > 1.1  # the fixed quintic's wider band
+    for x in (g, g.T):
+        torch.testing.assert_close(newton_schulz(x, dtype=torch.float32, schedule="polar_express",
+                                                 gram=False), _polar_express_transcribed(x),
+                                   atol=1e-5, rtol=0)  # fmt: skip
+    g64 = g.double()
+    torch.testing.assert_close(
+        newton_schulz(g64, dtype=torch.float64, schedule="polar_express", gram=True),
+        newton_schulz(g64, dtype=torch.float64, schedule="polar_express", gram=False),
+        atol=1e-12, rtol=0,
+    )  # fmt: skip
+    assert ns_coefficients("polar_express", 3) == list(POLAR_EXPRESS_COEFFICIENTS[:3])
+    with pytest.raises(LLMLabError, match="at most 5"):
+        ns_coefficients("polar_express", 6)
+    with pytest.raises(LLMLabError, match="schedule"):
+        MuonAdamW([{"params": [nn.Parameter(torch.zeros(4, 4))], "use_muon": True}],
+                  ns_schedule="cubic")  # fmt: skip
 
 
 def _twin_params(shapes, seed: int = 0) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -191,6 +191,11 @@ def test_bad_input_gives_one_line_errors(train_main, data_dir: Path, tmp_path: P
         train_main(args(data_dir, tmp_path / "o", "--n-embd", "33"))
     with pytest.raises(SystemExit):  # argparse: at least one Newton-Schulz step
         train_main([*TINY, "--muon-ns-steps", "0"])
+    with pytest.raises(SystemExit):  # argparse: a known schedule
+        train_main([*TINY, "--muon-ns-schedule", "cubic"])
+    with pytest.raises(LLMLabError, match="at most 5 steps"):  # Polar Express has 5 triples
+        train_main(args(data_dir, tmp_path / "o", "--muon-ns-schedule", "polar_express",
+                        "--muon-ns-steps", "6"))  # fmt: skip
 
 
 @pytest.mark.slow

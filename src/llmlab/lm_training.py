@@ -39,7 +39,7 @@ from llmlab.errors import LLMLabError
 from llmlab.evaluation import evaluate_lm, perplexity
 from llmlab.generate import generate
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.optim import SCHEDULES, configure_adamw, configure_muon, lr_at
+from llmlab.optim import SCHEDULES, configure_adamw, configure_muon, lr_at, ns_coefficients
 
 MODEL_FIELDS = (
     "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding",
@@ -81,6 +81,7 @@ class TrainConfig:
     muon_lr: float = 0.01  # Muon's peak LR (its updates are orthogonal: a different scale)
     muon_momentum: float = 0.95
     muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update (its cost on a CPU)
+    muon_ns_schedule: str = "jordan"  # their coefficients: "jordan" or "polar_express"
     lr_schedule: str = "cosine"  # or "wsd": warmup, flat at the peak, linear decay at the end
     decay_frac: float = 0.3  # "wsd": the fraction of max_steps spent decaying to min_lr
     # evaluation and logging
@@ -156,6 +157,7 @@ def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
         )
     if cfg.muon_ns_steps < 1:
         raise LLMLabError(f"--muon-ns-steps must be >= 1, got {cfg.muon_ns_steps}")
+    ns_coefficients(cfg.muon_ns_schedule, cfg.muon_ns_steps)  # a clear error for a bad pair
     if cfg.weight_decay < 0:
         raise LLMLabError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
     for name in ("beta1", "beta2"):
@@ -226,6 +228,7 @@ class TrainingRun:
                 cfg.muon_momentum,
                 betas,
                 ns_steps=cfg.muon_ns_steps,
+                ns_schedule=cfg.muon_ns_schedule,
             )
         else:
             self.optimizer = configure_adamw(

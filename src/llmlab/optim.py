@@ -6,8 +6,8 @@
 - `newton_schulz`: the quintic Newton-Schulz iteration that maps a matrix (or a batch of
   them) to roughly the nearest orthogonal one, U S V^T -> U S' V^T with S' ~ 1; for wide
   blocks in fp32 its Gram form (`use_gram_iteration`: the same result, 44 % fewer products
-  for 128 x 512 blocks); `fast_ns_dtype`: bf16 where the hardware has it, fp32 on CPUs that
-  would emulate it.
+  for 128 x 512 blocks); Keller Jordan's coefficients or Polar Express's (`ns_coefficients`);
+  `fast_ns_dtype`: bf16 where the hardware has it, fp32 on CPUs that would emulate it.
 - `MuonAdamW` / `muon_groups` / `configure_muon`: Muon (momentum, then orthogonalise the
   update; Keller Jordan 2024, modded-nanoGPT, nanochat) for the hidden matrices of the
   blocks, and AdamW for embeddings, the LM head, norms and biases, in ONE optimiser (one
@@ -120,6 +120,30 @@ def lr_at(
 # The quintic's coefficients from Keller Jordan's Muon (also torch.optim.Muon's defaults):
 # chosen for the steepest slope at 0, so small singular values grow fast in 5 steps.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+# Polar Express (Amsel, Persson, Musco & Gower 2025; modded-nanoGPT's and nanochat's Muon):
+# one quintic per step, each the best for the range of singular values that the previous
+# steps leave, for 5 steps and a norm inflated by 2 % (the "safety factor"). They end near
+# 1 where Jordan's settle anywhere in (0.7, 1.2).
+POLAR_EXPRESS_COEFFICIENTS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+NS_SCHEDULES = ("jordan", "polar_express")
+
+
+def ns_coefficients(schedule: str, steps: int) -> list[tuple[float, float, float]]:
+    """The (a, b, c) of each of `steps` Newton-Schulz steps: Jordan's quintic every time, or
+    Polar Express's first `steps` (tuned for 5; fewer is allowed, more is not)."""
+    if schedule == "jordan":
+        return [NS_COEFFICIENTS] * steps
+    if schedule != "polar_express":
+        raise LLMLabError(f"Newton-Schulz schedule must be one of {NS_SCHEDULES}, got {schedule!r}")
+    if steps > len(POLAR_EXPRESS_COEFFICIENTS):
+        raise LLMLabError(f"Polar Express has coefficients for at most 5 steps, got {steps}")
+    return list(POLAR_EXPRESS_COEFFICIENTS[:steps])
 
 
 def newton_schulz(
@@ -128,6 +152,7 @@ def newton_schulz(
     eps: float = 1e-7,
     dtype: torch.dtype = torch.bfloat16,
     gram: bool | None = None,
+    schedule: str = "jordan",
 ) -> torch.Tensor:
     """Orthogonalise the last two dimensions of `g`: U S V^T -> about U V^T (batched).
 
@@ -138,22 +163,25 @@ def newton_schulz(
 
     `gram`: iterate on the small Gram matrix instead of X (`_gram_newton_schulz`: the same
     result, fewer products for wide matrices); None picks it where it saves work
-    (`use_gram_iteration`).
+    (`use_gram_iteration`). `schedule`: "jordan" (the coefficients above at every step) or
+    "polar_express" (`POLAR_EXPRESS_COEFFICIENTS`, one triple per step, after dividing by
+    1.02 times the norm).
     """
-    a, b, c = NS_COEFFICIENTS
+    coefficients = ns_coefficients(schedule, steps)
     x = g.to(dtype)
     tall = g.size(-2) > g.size(-1)
     if tall:
         x = x.mT
     batch_shape = x.shape[:-2]
     x = x.reshape(-1, *x.shape[-2:])  # (batch, rows <= cols)
-    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    safety = 1.02 if schedule == "polar_express" else 1.0  # Polar Express's 2 % margin
+    x = x / (safety * x.norm(dim=(-2, -1), keepdim=True)).clamp(min=eps)
     if gram is None:
         gram = use_gram_iteration(*x.shape[-2:], steps, dtype)
     if gram:
-        x = _gram_newton_schulz(x, steps)
+        x = _gram_newton_schulz(x, coefficients)
     else:
-        for _ in range(steps):
+        for a, b, c in coefficients:
             xxt = x @ x.mT
             poly = torch.baddbmm(xxt, xxt, xxt, beta=b, alpha=c)  # b A + c A^2, A = X X^T
             x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
@@ -178,7 +206,9 @@ def use_gram_iteration(rows: int, cols: int, steps: int, dtype: torch.dtype) -> 
     return steps * (2 * m * m * n + m**3) > 2 * m * m * n + (4 * steps - 3) * m**3
 
 
-def _gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
+def _gram_newton_schulz(
+    x: torch.Tensor, coefficients: list[tuple[float, float, float]]
+) -> torch.Tensor:
     """Newton-Schulz on (batch, m, n) wide, normalised blocks, iterating on m x m matrices.
 
     Gram Newton-Schulz (Dao AI Lab, 2026): every iterate is X_k = Q_k X_0 with Q_k a
@@ -187,10 +217,9 @@ def _gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
     the first product (R) and the last (Q X_0) touch the wide X; the iterations in between
     cost m^3 each instead of ~2 m^2 n.
     """
-    a, b, c = NS_COEFFICIENTS
     gram = x @ x.mT  # A_0 = R
-    q = None
-    for i in range(steps):
+    q, steps = None, len(coefficients)
+    for i, (a, b, c) in enumerate(coefficients):
         poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
         poly.diagonal(dim1=-2, dim2=-1).add_(a)  # M = a I + b A + c A^2
         q = poly if q is None else poly @ q
@@ -222,7 +251,8 @@ def _cpu_has_native_bf16() -> bool:
 class MuonAdamW(torch.optim.Optimizer):
     """Muon for the groups with `use_muon=True`, AdamW for the others, as one optimiser.
 
-    Muon group keys: `lr`, `momentum`, `nesterov`, `ns_steps`, `weight_decay`, and `split`
+    Muon group keys: `lr`, `momentum`, `nesterov`, `ns_steps`, `ns_schedule` ("jordan" or
+    "polar_express": `newton_schulz`'s coefficients), `weight_decay`, and `split`
     (per parameter, via `muon_groups`: a fused QKV matrix is orthogonalised as 3 blocks).
     AdamW group keys: `lr`, `betas`, `eps`, `weight_decay`. Every group also keeps its
     `peak_lr`, which a schedule scales (`lm_training` sets `lr = peak_lr * factor`).
@@ -243,12 +273,14 @@ class MuonAdamW(torch.optim.Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         ns_dtype: torch.dtype | None = None,
+        ns_schedule: str = "jordan",
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
         defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas,
+            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+            ns_schedule=ns_schedule, betas=betas,
             eps=eps, weight_decay=weight_decay, use_muon=False, split=None,
         )  # fmt: skip
         super().__init__(param_groups, defaults)
@@ -256,6 +288,7 @@ class MuonAdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             group.setdefault("peak_lr", group["lr"])
             if group["use_muon"]:
+                ns_coefficients(group["ns_schedule"], group["ns_steps"])  # fail early
                 split = group["split"] or [1] * len(group["params"])
                 if len(split) != len(group["params"]):
                     raise LLMLabError("MuonAdamW: give one `split` value per Muon parameter")
@@ -307,7 +340,8 @@ class MuonAdamW(torch.optim.Optimizer):
             by_shape[(blocks.shape[1], blocks.shape[2])].append((p, blocks, tall))
         for items in by_shape.values():
             stacked = torch.cat([blocks for _, blocks, _ in items])
-            ortho = newton_schulz(stacked, group["ns_steps"], dtype=self.ns_dtype_for(stacked))
+            ortho = newton_schulz(stacked, group["ns_steps"], dtype=self.ns_dtype_for(stacked),
+                                  schedule=group["ns_schedule"])  # fmt: skip
             for (p, _, tall), out in zip(
                 items, ortho.split([blocks.shape[0] for _, blocks, _ in items]), strict=True
             ):
@@ -386,7 +420,9 @@ def configure_muon(
     momentum: float = 0.95,
     betas: tuple[float, float] = (0.9, 0.95),
     ns_steps: int = 5,
+    ns_schedule: str = "jordan",
 ) -> MuonAdamW:
     """`MuonAdamW` over `muon_groups(model)`."""
     groups = muon_groups(model, muon_lr, adam_lr, weight_decay)
-    return MuonAdamW(groups, momentum=momentum, betas=betas, ns_steps=ns_steps)
+    return MuonAdamW(groups, momentum=momentum, betas=betas, ns_steps=ns_steps,
+                     ns_schedule=ns_schedule)  # fmt: skip

@@ -61,6 +61,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # The only budget from the AVX2 EPYC (fp32 Newton-Schulz: 113.0 vs 102.6 CPU ms a step).
     "ns3": ("Muon with 3 Newton-Schulz steps instead of 5 (a cheaper step)",
             dict(muon_ns_steps=3, max_steps=2750)),
+    # The same products as the default's Newton-Schulz, other coefficients: the same budget.
+    "polar": ("Muon with Polar Express's Newton-Schulz coefficients",
+              dict(muon_ns_schedule="polar_express")),
 }  # fmt: skip
 PRESETS = {
     "quick": dict(variants="baseline,default", seeds="1337"),

@@ -57,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         muon_lr=0.01,
         muon_momentum=0.95,
         muon_ns_steps=5,
+        muon_ns_schedule="jordan",
         lr=8e-3,
         min_lr=5e-4,
         lr_schedule="cosine",
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--muon-momentum", type=probability, help="Muon's momentum")
     o.add_argument(
         "--muon-ns-steps", type=positive_int, help="Newton-Schulz iterations per Muon update"
+    )
+    o.add_argument(
+        "--muon-ns-schedule",
+        choices=["jordan", "polar_express"],
+        help="Newton-Schulz coefficients: Keller Jordan's at every step, or Polar Express's "
+        "(one set per step)",
     )
     o.add_argument("--min-lr", type=float, help="final learning rate of the decay (AdamW)")
     o.add_argument(

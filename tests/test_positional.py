@@ -130,6 +130,12 @@ def test_rope_kernel_equals_the_rotate_half_formula_forward_and_backward() -> No
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
         assert torch.autograd.gradcheck(lambda x, c=cos, s=sin: apply_rotary(x, x, c, s)[0],
                                         (q.detach().clone().requires_grad_(),))  # fmt: skip
+    # tables whose halves differ (not RoPE's, but the formula's): still the formula
+    cos, sin = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+    got = apply_rotary(q, k, cos, sin)
+    torch.testing.assert_close(got[0], q * cos + rotate_half(q) * sin, atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(lambda x: apply_rotary(x, x, cos, sin)[0],
+                                    (q.detach().clone().requires_grad_(),))  # fmt: skip
     # a low-precision q with fp32 tables: the result is promoted (as x * cos is), the
     # gradient comes back in q's own dtype
     qb = torch.randn(1, 2, 5, 8, dtype=torch.bfloat16, requires_grad=True)

@@ -114,30 +114,32 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class _Rotate(torch.autograd.Function):
     """x * cos + rotate_half(x) * sin with a hand-written backward, on the two halves.
 
-    RoPE gives feature i and feature i + d/2 the same angle, so with c, s the first half of
-    the tables: out1 = x1 c - x2 s, out2 = x2 c + x1 s. Written with `rotate_half`, autograd
-    records a negation, a concatenation, two products and a sum per tensor and runs as many
-    kernels backwards; here the forward is four half-width kernels and so is the backward,
-    which is the transposed rotation, g1 c + g2 s and g2 c - g1 s. That saves ~1.5 ms of
-    sprint 09's ~58 ms training step on a CPU (`benchmarks/bench_step_speed.py`)."""
+    On the halves (x1, x2) of the last dimension, and (c1, c2), (s1, s2) of the tables:
+    out1 = x1 c1 - x2 s1, out2 = x2 c2 + x1 s2. Written with `rotate_half`, autograd records
+    a negation, a concatenation, two products and a sum per tensor and runs as many kernels
+    backwards; here the forward is four half-width kernels and so is the backward, the
+    transposed rotation: g1 c1 + g2 s2 and g2 c2 - g1 s1. That saves ~1.5 ms of sprint 09's
+    ~60 ms training step on a CPU (note 07 §5 of sprint 09)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        ctx.save_for_backward(c, s)
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(cos, sin)
         ctx.x_dtype = x.dtype
-        out = torch.empty(x.shape, dtype=torch.result_type(x, c), device=x.device)
+        out = torch.empty(x.shape, dtype=torch.result_type(x, cos), device=x.device)
         (x1, x2), (o1, o2) = x.chunk(2, -1), out.chunk(2, -1)
-        torch.mul(x1, c, out=o1).addcmul_(x2, s, value=-1)
-        torch.mul(x2, c, out=o2).addcmul_(x1, s)
+        (c1, c2), (s1, s2) = cos.chunk(2, -1), sin.chunk(2, -1)
+        torch.mul(x1, c1, out=o1).addcmul_(x2, s1, value=-1)
+        torch.mul(x2, c2, out=o2).addcmul_(x1, s2)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
-        c, s = ctx.saved_tensors
+        cos, sin = ctx.saved_tensors
         out = torch.empty(grad.shape, dtype=ctx.x_dtype, device=grad.device)
         (g1, g2), (o1, o2) = grad.chunk(2, -1), out.chunk(2, -1)
-        torch.mul(g1, c, out=o1).addcmul_(g2, s)
-        torch.mul(g2, c, out=o2).addcmul_(g1, s, value=-1)
+        (c1, c2), (s1, s2) = cos.chunk(2, -1), sin.chunk(2, -1)
+        torch.mul(g1, c1, out=o1).addcmul_(g2, s2)
+        torch.mul(g2, c2, out=o2).addcmul_(g1, s1, value=-1)
         return out, None, None
 
 
@@ -157,6 +159,4 @@ def apply_rotary(
         )
     if cos.dim() == 3:  # (B, L, d) -> (B, 1, L, d), broadcasting over heads
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    half = cos.shape[-1] // 2  # both halves of a table hold the same angles
-    c, s = cos[..., :half], sin[..., :half]
-    return _Rotate.apply(q, c, s), _Rotate.apply(k, c, s)
+    return _Rotate.apply(q, cos, sin), _Rotate.apply(k, cos, sin)

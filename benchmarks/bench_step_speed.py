@@ -46,7 +46,7 @@ from llmlab.distributed import DistInfo
 from llmlab.errors import LLMLabError
 from llmlab.evaluation import evaluate_lm
 from llmlab.lm_training import TrainConfig, TrainingRun, parse_overrides
-from llmlab.optim import MuonAdamW
+from llmlab.optim import configure_muon
 
 # The issue's tuned nanoGPT recipe (nanoGPT's own code, identical token files).
 NANOGPT_RECIPE = dict(lr=6e-3, min_lr=6e-4, warmup=100, steps=3500, beta2=0.99, wd=0.1)
@@ -130,17 +130,11 @@ def make_reference(
     `cfg.lr`): the plain model doing our optimiser's work, for a like-for-like step time."""
     r = NANOGPT_RECIPE
     model = PlainGPT(vocab, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd)
-    if optimizer == "muon":
-        matrices = [(n, p) for n, p in model.named_parameters() if n.startswith("h.")
-                    and p.dim() == 2]  # fmt: skip
-        rest = [p for n, p in model.named_parameters() if not (n.startswith("h.") and p.dim() == 2)]
-        groups = [
-            {"params": [p for _, p in matrices], "use_muon": True, "lr": cfg.muon_lr,
-             "split": [3 if n.endswith("c_attn.weight") else 1 for n, _ in matrices]},
-            {"params": rest, "lr": cfg.lr},
-        ]  # fmt: skip
-        opt: torch.optim.Optimizer = MuonAdamW(groups, momentum=cfg.muon_momentum,
-                                               betas=(0.9, r["beta2"]), ns_steps=cfg.muon_ns_steps)  # fmt: skip
+    if optimizer == "muon":  # the groups our default gets (`muon_groups` finds c_attn)
+        opt: torch.optim.Optimizer = configure_muon(
+            model, cfg.muon_lr, cfg.lr, cfg.weight_decay, cfg.muon_momentum, (0.9, r["beta2"]),
+            ns_steps=cfg.muon_ns_steps, ns_schedule=cfg.muon_ns_schedule,
+        )  # fmt: skip
     else:
         decay = [p for p in model.parameters() if p.dim() >= 2]  # nanoGPT: every matrix decays
         no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -514,7 +508,7 @@ def _time(args: argparse.Namespace, data_dir: str, base: TrainConfig) -> dict[st
         results["threads"] = torch.get_num_threads()
         print(
             f"(CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}, freed memory "
-            f"{'kept by malloc' if results.get('malloc_kept') else 'returned to the OS'}; ratios "
+            f"{'kept by malloc' if results['malloc_kept'] else 'returned to the OS'}; ratios "
             "come from interleaved rounds, so machine load affects both sides)"
         )
     if not all(v > 0 for k, v in results.items() if k.endswith("_ms_per_step")):

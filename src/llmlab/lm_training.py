@@ -39,7 +39,7 @@ from llmlab.errors import LLMLabError
 from llmlab.evaluation import evaluate_lm, perplexity
 from llmlab.generate import generate
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.optim import SCHEDULES, configure_adamw, configure_muon, lr_at, ns_coefficients
+from llmlab.optim import SCHEDULES, configure_adamw, configure_muon, lr_at
 
 MODEL_FIELDS = (
     "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding",
@@ -157,7 +157,6 @@ def _check(cfg: TrainConfig, train: np.ndarray, val: np.ndarray) -> None:
         )
     if cfg.muon_ns_steps < 1:
         raise LLMLabError(f"--muon-ns-steps must be >= 1, got {cfg.muon_ns_steps}")
-    ns_coefficients(cfg.muon_ns_schedule, cfg.muon_ns_steps)  # a clear error for a bad pair
     if cfg.weight_decay < 0:
         raise LLMLabError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
     for name in ("beta1", "beta2"):

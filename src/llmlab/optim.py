@@ -388,11 +388,14 @@ def muon_groups(
 ) -> list[dict[str, Any]]:
     """Param groups for `MuonAdamW`: the hidden matrices (2-D weights of the blocks' Linear
     layers) go to Muon, with `weight_decay`; embeddings, the LM head, norms and biases go to
-    AdamW without decay. A fused QKV projection (`c_attn`) is marked to split into 3 blocks.
+    AdamW without decay. A fused QKV projection (a Linear named `c_attn`, as in our
+    `CausalSelfAttention` and nanoGPT's blocks) is marked to split into 3 blocks.
     """
-    from llmlab.attention import CausalSelfAttention
-
-    fused = {id(m.c_attn.weight) for m in model.modules() if isinstance(m, CausalSelfAttention)}
+    fused = {
+        id(m.c_attn.weight)
+        for m in model.modules()
+        if isinstance(getattr(m, "c_attn", None), nn.Linear)
+    }
     embeddings = _embedding_ids(model)
     linears = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     muon, split, adam, seen = [], [], [], set()
